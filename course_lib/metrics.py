@@ -1,0 +1,150 @@
+"""Evaluation metrics: Dice, HD95, TRE, folding fraction, SDlogJ.
+
+Introduced in lessons 00 (Dice), 01 (Jacobian-based) and 03 (TRE, HD95). Label maps are integer
+tensors ``(N, 1, *spatial)``; displacement fields ``(N, ndim, *spatial)`` in voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ._checks import check_field, check_tensor
+from .spatial import jacobian_determinant
+
+__all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels"]
+
+
+def _check_labels(fn: str, pred, target):
+    for name, x in (("pred", pred), ("target", target)):
+        check_tensor(fn, name, x, ndims=(4, 5))
+        if x.is_floating_point() or x.dtype == torch.bool:
+            raise TypeError(f"{fn}: {name} must be an integer label map, got dtype {x.dtype}")
+        if x.shape[1] != 1:
+            raise ValueError(f"{fn}: {name} must be (N, 1, *spatial), got {tuple(x.shape)}")
+    if pred.shape != target.shape:
+        raise ValueError(f"{fn}: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+
+
+def present_labels(target: torch.Tensor) -> list[int]:
+    """Sorted non-zero labels present in ``target``."""
+    return [int(v) for v in torch.unique(target) if int(v) != 0]
+
+
+def _resolve(fn, pred, target, labels):
+    _check_labels(fn, pred, target)
+    if labels is None:
+        labels = present_labels(target)
+        if not labels:
+            raise ValueError(f"{fn}: target has no foreground label (all voxels are 0); pass labels= explicitly")
+    labels = [int(v) for v in labels]
+    if not labels:
+        raise ValueError(f"{fn}: labels must name at least one label, got an empty list")
+    return labels
+
+
+def dice(pred: torch.Tensor, target: torch.Tensor, labels=None) -> torch.Tensor:
+    """Dice overlap ``2|P∩T| / (|P| + |T|)`` per sample and label: ``(N, L)``.
+
+    Args:
+        pred, target: integer label maps ``(N, 1, *spatial)``.
+        labels: labels to score; default: the non-zero labels present in ``target``.
+
+    A label absent from both maps of a sample gets NaN (undefined); use ``nanmean`` to average.
+    Raises ``ValueError`` if none of the requested labels occurs anywhere in either map.
+    """
+    labels = _resolve("dice", pred, target, labels)
+    lab = torch.tensor(labels, device=pred.device).view(1, -1, *([1] * (pred.dim() - 2)))
+    p = (pred == lab).flatten(2).float()    # (N, L, V)
+    t = (target == lab).flatten(2).float()
+    inter, size = (p * t).sum(-1), p.sum(-1) + t.sum(-1)
+    if bool((size == 0).all()):
+        raise ValueError(f"dice: none of labels {labels} occurs in pred or target (empty label)")
+    out = 2 * inter / size
+    return torch.where(size > 0, out, torch.full_like(out, float("nan")))
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hd95(pred: torch.Tensor, target: torch.Tensor, labels=None, spacing=1.0) -> torch.Tensor:
+    """95th-percentile symmetric Hausdorff distance between label surfaces: ``(N, L)``.
+
+    Distances in units of ``spacing`` (mm per voxel, scalar or per axis; default voxels). NaN where
+    the label is missing from either map of a sample (the distance is undefined there).
+    """
+    labels = _resolve("hd95", pred, target, labels)
+    ndim = pred.dim() - 2
+    sp = np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,))
+    P = pred[:, 0].cpu().numpy()
+    T = target[:, 0].cpu().numpy()
+    out = np.full((P.shape[0], len(labels)), np.nan)
+    for n in range(P.shape[0]):
+        for j, lab in enumerate(labels):
+            p, t = P[n] == lab, T[n] == lab
+            if not p.any() or not t.any():
+                continue
+            sp_, st = _surface(p), _surface(t)
+            dt_t = ndimage.distance_transform_edt(~st, sampling=sp)
+            dt_p = ndimage.distance_transform_edt(~sp_, sampling=sp)
+            d = np.concatenate([dt_t[sp_], dt_p[st]])
+            out[n, j] = np.percentile(d, 95)
+    if np.isnan(out).all():
+        raise ValueError(f"hd95: none of labels {labels} occurs in both pred and target")
+    return torch.as_tensor(out, dtype=torch.float32)
+
+
+def tre(points_a: torch.Tensor, points_b: torch.Tensor, spacing=1.0) -> torch.Tensor:
+    """Target registration error: Euclidean distance between corresponding points.
+
+    Args:
+        points_a, points_b: ``(..., P, ndim)`` voxel coordinates (e.g. fixed landmarks mapped by
+            the estimated transform, and the true moving landmarks).
+        spacing: voxel size (scalar or per axis) to report mm; default voxels.
+
+    Returns:
+        ``(..., P)`` distances.
+    """
+    check_tensor("tre", "points_a", points_a, floating=True, finite=True)
+    check_tensor("tre", "points_b", points_b, floating=True, finite=True)
+    if points_a.shape != points_b.shape:
+        raise ValueError(f"tre: points_a and points_b must have the same shape, got {tuple(points_a.shape)} and {tuple(points_b.shape)}")
+    if points_a.dim() < 2 or points_a.shape[-1] not in (2, 3):
+        raise ValueError(f"tre: points must be (..., P, 2 or 3), got {tuple(points_a.shape)}")
+    sp = torch.as_tensor(spacing, dtype=points_a.dtype, device=points_a.device)
+    return torch.linalg.vector_norm((points_a - points_b) * sp, dim=-1)
+
+
+def folding_fraction(displacement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Share of voxels where ``det J ≤ 0`` (the map folds), per sample: ``(N,)``.
+
+    ``mask`` (``(N or 1, 1, *spatial)``, bool or 0/1) restricts the count, e.g. to the brain.
+    """
+    check_field("folding_fraction", "displacement", displacement)
+    neg = (jacobian_determinant(displacement) <= 0).float()
+    if mask is None:
+        return neg.flatten(1).mean(1)
+    m = _mask("folding_fraction", mask, displacement).float()
+    return (neg * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
+
+def sdlogj(displacement: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-9) -> torch.Tensor:
+    """Standard deviation of ``log det J`` per sample: ``(N,)`` (det J clipped at ``eps``).
+
+    0 for volume-preserving maps; larger means less smooth. Common in the Learn2Reg challenge.
+    """
+    check_field("sdlogj", "displacement", displacement)
+    logj = torch.log(jacobian_determinant(displacement).clamp_min(eps))
+    if mask is None:
+        return logj.flatten(1).std(1)
+    m = _mask("sdlogj", mask, displacement).expand_as(logj)
+    return torch.stack([logj[i][m[i]].std() for i in range(logj.shape[0])])
+
+
+def _mask(fn, mask, displacement):
+    check_tensor(fn, "mask", mask, ndims=(displacement.dim(),))
+    if mask.shape[1] != 1 or mask.shape[2:] != displacement.shape[2:]:
+        raise ValueError(f"{fn}: mask must be (N, 1, {', '.join(map(str, displacement.shape[2:]))}), got {tuple(mask.shape)}")
+    return mask[:, 0].bool()

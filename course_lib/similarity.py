@@ -1,0 +1,210 @@
+"""Image similarity measures: SSD, NCC, local NCC, mutual information, normalized MI.
+
+Introduced in lesson 02. Every function takes two image batches ``a`` and ``b`` of the same shape
+``(N, C, *spatial)`` and returns a scalar, averaged over the batch. Each function carries the
+attribute ``higher_is_better``; :func:`as_loss` turns any of them into a quantity to minimise.
+Module twins (``SSD``, ``NCC``, …) only hold hyper-parameters.
+
+References: Hill et al. 2001 (medical image registration review); Viola & Wells 1997 and
+Collignon/Maes et al. 1997 (mutual information); Studholme et al. 1999 (NMI);
+Avants et al. 2008 and Balakrishnan et al. 2019 (local cross-correlation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_image, check_same_shape
+
+__all__ = ["ssd", "ncc", "lncc", "mutual_information", "nmi", "as_loss",
+           "SSD", "NCC", "LNCC", "MutualInformation", "NMI", "SIMILARITIES"]
+
+
+def _pair(fn: str, a, b) -> None:
+    check_image(fn, "a", a)
+    check_image(fn, "b", b)
+    check_same_shape(fn, "a", a, "b", b)
+
+
+def _higher(flag: bool):
+    def deco(f):
+        f.higher_is_better = flag
+        return f
+    return deco
+
+
+@_higher(False)
+def ssd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean of squared differences ``mean((a - b)^2)``. Lower is better (0 when equal)."""
+    _pair("ssd", a, b)
+    return ((a - b) ** 2).mean()
+
+
+@_higher(True)
+def ncc(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Global normalized cross-correlation per image, averaged over the batch.
+
+    ``NCC = Σ (a - ā)(b - b̄) / sqrt(Σ (a - ā)² Σ (b - b̄)²)`` in ``[-1, 1]``; invariant to
+    ``b ↦ αb + β`` with ``α > 0``. Higher is better.
+    """
+    _pair("ncc", a, b)
+    a = a.flatten(1)
+    b = b.flatten(1)
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    num = (a * b).sum(1)
+    den = torch.sqrt((a * a).sum(1) * (b * b).sum(1) + eps)
+    return (num / den).mean()
+
+
+@_higher(True)
+def lncc(a: torch.Tensor, b: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
+    """Local (windowed) squared normalized cross-correlation, as in VoxelMorph.
+
+    In each ``window``-wide box: ``cc = cov(a, b)² / (var(a) var(b) + eps)``; returns the mean
+    over voxels and batch, in ``[0, 1]``. Higher is better. Single-channel images only.
+    """
+    _pair("lncc", a, b)
+    if a.shape[1] != 1:
+        raise ValueError(f"lncc: images must have 1 channel, got shape {tuple(a.shape)}")
+    if not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ValueError(f"lncc: window must be a positive odd int, got {window!r}")
+    ndim = a.dim() - 2
+    pool = F.avg_pool2d if ndim == 2 else F.avg_pool3d
+    pad = window // 2
+
+    def mean(x):  # box mean with zero padding counted out
+        return pool(x, window, stride=1, padding=pad, count_include_pad=False)
+
+    ma, mb = mean(a), mean(b)
+    cov = mean(a * b) - ma * mb
+    va = (mean(a * a) - ma * ma).clamp_min(0)
+    vb = (mean(b * b) - mb * mb).clamp_min(0)
+    return (cov * cov / (va * vb + eps)).mean()
+
+
+def _joint_histogram(a: torch.Tensor, b: torch.Tensor, bins: int, sigma: float | None,
+                     vmin: float | None, vmax: float | None):
+    """Soft (Parzen-window) joint histogram ``(N, bins, bins)``, normalized to sum 1.
+
+    Intensities are min-max scaled to ``[0, 1]`` per image (or with fixed ``vmin``/``vmax``), then
+    each voxel votes for every bin with a Gaussian weight of width ``sigma`` (default: one bin).
+    """
+    n = a.shape[0]
+    a = a.reshape(n, -1)
+    b = b.reshape(n, -1)
+
+    def scale(x):
+        lo = x.min(1, keepdim=True).values.detach() if vmin is None else torch.full_like(x[:, :1], vmin)
+        hi = x.max(1, keepdim=True).values.detach() if vmax is None else torch.full_like(x[:, :1], vmax)
+        return ((x - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
+
+    a, b = scale(a), scale(b)
+    centers = torch.linspace(0, 1, bins, dtype=a.dtype, device=a.device)
+    s = (1.0 / (bins - 1)) if sigma is None else sigma
+    wa = torch.exp(-0.5 * ((a[..., None] - centers) / s) ** 2)   # (N, V, bins)
+    wb = torch.exp(-0.5 * ((b[..., None] - centers) / s) ** 2)
+    wa = wa / wa.sum(-1, keepdim=True).clamp_min(1e-12)
+    wb = wb / wb.sum(-1, keepdim=True).clamp_min(1e-12)
+    joint = wa.transpose(1, 2) @ wb                                # (N, bins, bins)
+    return joint / joint.sum((1, 2), keepdim=True)
+
+
+def _entropies(joint: torch.Tensor, eps: float = 1e-10):
+    pa, pb = joint.sum(2), joint.sum(1)
+    ha = -(pa * torch.log(pa + eps)).sum(1)
+    hb = -(pb * torch.log(pb + eps)).sum(1)
+    hab = -(joint * torch.log(joint + eps)).sum((1, 2))
+    return ha, hb, hab
+
+
+def _check_bins(fn, bins):
+    if not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"{fn}: bins must be an int >= 2, got {bins!r}")
+
+
+@_higher(True)
+def mutual_information(a: torch.Tensor, b: torch.Tensor, bins: int = 32, sigma: float | None = None,
+                       vmin: float | None = None, vmax: float | None = None) -> torch.Tensor:
+    """Mutual information ``H(A) + H(B) - H(A, B)`` (nats) from a differentiable soft histogram.
+
+    Depends only on how intensities co-occur, not on their values, so it works across contrasts
+    (T1 vs T2). Higher is better. Memory grows as voxels × bins: fine for 2D and downsampled 3D.
+    """
+    _pair("mutual_information", a, b)
+    _check_bins("mutual_information", bins)
+    ha, hb, hab = _entropies(_joint_histogram(a, b, bins, sigma, vmin, vmax))
+    return (ha + hb - hab).mean()
+
+
+@_higher(True)
+def nmi(a: torch.Tensor, b: torch.Tensor, bins: int = 32, sigma: float | None = None,
+        vmin: float | None = None, vmax: float | None = None) -> torch.Tensor:
+    """Normalized mutual information ``(H(A) + H(B)) / H(A, B)`` in ``[1, 2]``; higher is better.
+
+    Less sensitive than MI to how much the images overlap (Studholme et al. 1999).
+    """
+    _pair("nmi", a, b)
+    _check_bins("nmi", bins)
+    ha, hb, hab = _entropies(_joint_histogram(a, b, bins, sigma, vmin, vmax))
+    return ((ha + hb) / hab.clamp_min(1e-10)).mean()
+
+
+def as_loss(similarity):
+    """A loss to minimise from a similarity: itself if lower is better, else its negative."""
+    if not callable(similarity) or not hasattr(similarity, "higher_is_better"):
+        raise TypeError("as_loss: similarity must be one of course_lib.similarity's functions or modules "
+                        f"(with a higher_is_better attribute), got {similarity!r}")
+    if similarity.higher_is_better:
+        return lambda a, b: -similarity(a, b)
+    return similarity
+
+
+class _Similarity(torch.nn.Module):
+    higher_is_better: bool
+    _fn = None
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return type(self)._fn(a, b, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+
+
+class SSD(_Similarity):
+    """Module twin of :func:`ssd` (lower is better)."""
+    higher_is_better = False
+    _fn = staticmethod(ssd)
+
+
+class NCC(_Similarity):
+    """Module twin of :func:`ncc` (higher is better)."""
+    higher_is_better = True
+    _fn = staticmethod(ncc)
+
+
+class LNCC(_Similarity):
+    """Module twin of :func:`lncc` (higher is better); ``LNCC(window=9)``."""
+    higher_is_better = True
+    _fn = staticmethod(lncc)
+
+
+class MutualInformation(_Similarity):
+    """Module twin of :func:`mutual_information` (higher is better); ``MutualInformation(bins=32)``."""
+    higher_is_better = True
+    _fn = staticmethod(mutual_information)
+
+
+class NMI(_Similarity):
+    """Module twin of :func:`nmi` (higher is better)."""
+    higher_is_better = True
+    _fn = staticmethod(nmi)
+
+
+#: Name → function, for lessons that loop over measures.
+SIMILARITIES = {"SSD": ssd, "NCC": ncc, "LNCC": lncc, "MI": mutual_information, "NMI": nmi}
