@@ -1,0 +1,229 @@
+"""Figures and interactive viewers. Plotting only: nothing here computes a result.
+
+Introduced in lesson 00. Images are displayed **upright**: the course's arrays keep the template's
+voxel order (axis 0 left→right, axis 1 posterior→anterior in an axial slice), so a 2D array is
+drawn as ``imshow(a.T, origin="lower")``: axis 0 runs to the right, axis 1 runs up (radiologists'
+left/right convention is not applied; the viewer's left is the subject's left).
+
+Every function accepts a 2D array/tensor ``(H, W)``, an image batch ``(N, C, H, W)`` (first image
+shown) or a 3D volume ``(N, C, D, H, W)`` / ``(D, H, W)`` (a slice is taken, see ``axis`` and
+``index``).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .spatial import jacobian_determinant
+
+__all__ = ["to_slice", "show", "show_row", "overlay", "checkerboard", "plot_grid", "plot_field",
+           "plot_jacobian", "slice_viewer", "compare_viewer"]
+
+
+def _numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        x = x.float() if x.is_floating_point() else x
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def to_slice(x, axis: int = 2, index: int | None = None, channel: int = 0) -> np.ndarray:
+    """A 2D NumPy array from a 2D/4D/3D/5D input; for volumes, slice ``index`` (default middle)
+    along spatial ``axis`` (0, 1 or 2; 2 = axial for the course's volumes)."""
+    a = _numpy(x)
+    if a.ndim in (4, 5):
+        a = a[0, channel]
+    if a.ndim == 3:
+        if axis not in (0, 1, 2):
+            raise ValueError(f"to_slice: axis must be 0, 1 or 2 for a volume, got {axis}")
+        index = a.shape[axis] // 2 if index is None else index
+        a = np.take(a, index, axis=axis)
+    if a.ndim != 2:
+        raise ValueError(f"to_slice: expected a 2D/3D image or an (N, C, ...) batch, got shape {np.shape(x)}")
+    return a
+
+
+def show(x, ax=None, title: str | None = None, cmap: str = "gray", vmin=None, vmax=None,
+         colorbar: bool = False, axis: int = 2, index: int | None = None, **kwargs):
+    """Show one image upright; returns the ``AxesImage``."""
+    ax = ax or plt.gca()
+    im = ax.imshow(to_slice(x, axis, index).T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest", **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    if colorbar:
+        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return im
+
+
+def show_row(images: dict, axis: int = 2, index: int | None = None, size: float = 2.4,
+             colorbar: bool = False, suptitle: str | None = None, **kwargs):
+    """Show ``{title: image}`` side by side; returns the figure."""
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.15), squeeze=False)
+    for ax, (title, img) in zip(axes[0], images.items()):
+        show(img, ax, title, axis=axis, index=index, colorbar=colorbar, **kwargs)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def overlay(image, labels, ax=None, title: str | None = None, alpha: float = 0.45,
+            axis: int = 2, index: int | None = None, cmap: str = "tab20"):
+    """Image in grey with a label map on top (label 0 transparent)."""
+    ax = ax or plt.gca()
+    show(image, ax, title, axis=axis, index=index)
+    lab = to_slice(labels, axis, index).T.astype(float)
+    masked = np.ma.masked_where(lab == 0, lab % 20)
+    ax.imshow(masked, origin="lower", cmap=cmap, alpha=alpha, vmin=0, vmax=19, interpolation="nearest")
+    return ax
+
+
+def checkerboard(a, b, tiles: int = 8, ax=None, title: str | None = None, axis: int = 2,
+                 index: int | None = None):
+    """Alternate tiles of ``a`` and ``b``: edges that jump between tiles reveal misalignment."""
+    A, B = to_slice(a, axis, index), to_slice(b, axis, index)
+    if A.shape != B.shape:
+        raise ValueError(f"checkerboard: a and b must have the same shape, got {A.shape} and {B.shape}")
+    ii, jj = np.meshgrid(np.arange(A.shape[0]) * tiles // A.shape[0],
+                         np.arange(A.shape[1]) * tiles // A.shape[1], indexing="ij")
+    return show(np.where((ii + jj) % 2 == 0, A, B), ax, title)
+
+
+def _field2d(displacement, axis: int, index):
+    u = _numpy(displacement)
+    if u.ndim == 5 or (u.ndim == 4 and u.shape[1] == 3):   # (N, 3, D, H, W)
+        u = u[0]
+    if u.ndim == 4 and u.shape[0] == 3:                    # (3, D, H, W): slice, keep in-plane comps
+        index = u.shape[1 + axis] // 2 if index is None else index
+        keep = [i for i in range(3) if i != axis]
+        return np.take(u, index, axis=1 + axis)[keep]
+    if u.ndim == 4:                                        # (N, 2, H, W)
+        u = u[0]
+    if u.ndim != 3 or u.shape[0] != 2:
+        raise ValueError(f"plot_grid: displacement must be (N, ndim, *spatial), got shape {np.shape(displacement)}")
+    return u
+
+
+def plot_grid(displacement, ax=None, step: int = 4, title: str | None = None, image=None,
+              color: str = "tab:orange", axis: int = 2, index: int | None = None):
+    """Draw the deformed grid ``x + u(x)`` (every ``step`` voxels), optionally over ``image``."""
+    ax = ax or plt.gca()
+    u = _field2d(displacement, axis, index)
+    if image is not None:
+        show(image, ax, axis=axis, index=index)
+    h, w = u.shape[1:]
+    gx, gy = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    px, py = gx + u[0], gy + u[1]
+    for i in range(0, h, step):
+        ax.plot(px[i, :], py[i, :], color=color, lw=0.7)
+    for j in range(0, w, step):
+        ax.plot(px[:, j], py[:, j], color=color, lw=0.7)
+    ax.set_xlim(-0.5, h - 0.5)
+    ax.set_ylim(-0.5, w - 0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_field(displacement, ax=None, step: int = 6, title: str | None = None, image=None,
+               axis: int = 2, index: int | None = None):
+    """Arrows of the displacement (every ``step`` voxels), optionally over ``image``."""
+    ax = ax or plt.gca()
+    u = _field2d(displacement, axis, index)
+    if image is not None:
+        show(image, ax, axis=axis, index=index)
+    h, w = u.shape[1:]
+    gx, gy = np.meshgrid(np.arange(0, h, step), np.arange(0, w, step), indexing="ij")
+    ax.quiver(gx, gy, u[0, ::step, ::step], u[1, ::step, ::step], color="tab:red",
+              angles="xy", scale_units="xy", scale=1, width=0.004)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_jacobian(displacement, ax=None, title: str | None = None, vmax: float = 2.0,
+                  axis: int = 2, index: int | None = None, colorbar: bool = True):
+    """Map of det J (1 = volume kept, < 1 shrink, > 1 grow); folded voxels (≤ 0) in black."""
+    ax = ax or plt.gca()
+    d = displacement if isinstance(displacement, torch.Tensor) else torch.as_tensor(displacement)
+    jac = to_slice(jacobian_determinant(d.detach().float().cpu())[:, None], axis, index)
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_under("black")
+    im = ax.imshow(jac.T, origin="lower", cmap=cmap, vmin=1e-6, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or f"det J (min {jac.min():.2f}, folds {int((jac <= 0).sum())} px)", fontsize=10)
+    if colorbar:
+        plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return im
+
+
+def slice_viewer(images: dict, size: float = 3.0, **kwargs):
+    """Interactive viewer of 3D volumes ``{title: volume}``: sliders for the axis and the slice.
+
+    Works in JupyterLab (ipywidgets). Returns the widget; in a notebook, leave it as the cell's
+    last expression to display it.
+    """
+    import ipywidgets as widgets
+    vols = {k: to_volume(v) for k, v in images.items()}
+    shape = next(iter(vols.values())).shape
+
+    def draw(axis, position):
+        fig, axes = plt.subplots(1, len(vols), figsize=(size * len(vols), size * 1.1), squeeze=False)
+        for ax, (title, v) in zip(axes[0], vols.items()):
+            idx = int(round(position * (v.shape[axis] - 1)))
+            show(v, ax, f"{title} [{idx}]", axis=axis, index=idx, **kwargs)
+        plt.show()
+
+    return widgets.interactive(
+        draw,
+        axis=widgets.Dropdown(options=[("sagittal (0)", 0), ("coronal (1)", 1), ("axial (2)", 2)],
+                              value=2, description="axis"),
+        position=widgets.FloatSlider(min=0.0, max=1.0, step=1.0 / max(shape), value=0.5,
+                                     description="slice", continuous_update=False),
+    )
+
+
+def to_volume(x) -> np.ndarray:
+    a = _numpy(x)
+    if a.ndim == 5:
+        a = a[0, 0]
+    if a.ndim != 3:
+        raise ValueError(f"slice_viewer: expected 3D volumes (D, H, W) or (N, C, D, H, W), got shape {a.shape}")
+    return a
+
+
+def compare_viewer(moving, fixed, warped, size: float = 3.0):
+    """Before / after / difference viewer: choose what to compare with a toggle (2D or 3D inputs)."""
+    import ipywidgets as widgets
+    is3d = _numpy(moving).ndim in (3, 5)
+
+    def draw(view, position=0.5):
+        kw = {}
+        if is3d:
+            vol = to_volume(fixed)
+            kw = dict(axis=2, index=int(round(position * (vol.shape[2] - 1))))
+        A = {"before": moving, "after": warped}[view]
+        fig, axes = plt.subplots(1, 3, figsize=(3 * size, size * 1.1))
+        show(A, axes[0], f"{view}: moving" if view == "before" else "after: warped", **kw)
+        show(fixed, axes[1], "fixed", **kw)
+        diff = to_slice(A, **kw) - to_slice(fixed, **kw)
+        show(diff, axes[2], f"difference (RMS {np.sqrt((diff ** 2).mean()):.3f})", cmap="RdBu_r",
+             vmin=-0.5, vmax=0.5, colorbar=True)
+        plt.show()
+
+    controls = dict(view=widgets.ToggleButtons(options=["before", "after"], value="after"))
+    if is3d:
+        controls["position"] = widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5,
+                                                   description="slice", continuous_update=False)
+    return widgets.interactive(draw, **controls)
