@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import check_image, check_same_shape
+from .regularizers import diffusion
 from .similarity import as_loss, ssd
-from .spatial import (affine_to_displacement, gaussian_blur, resize_image, rotation_matrix,
-                      warp)
+from .spatial import (affine_to_displacement, compose, gaussian_blur, integrate_velocity,
+                      resize_displacement, resize_image, rotation_matrix, warp)
 
-__all__ = ["AffineResult", "register_affine", "pyramid", "params_to_matrix", "rescale_matrix"]
+__all__ = ["AffineResult", "register_affine", "pyramid", "params_to_matrix", "rescale_matrix",
+           "DenseResult", "register_dense", "bspline_field", "bspline_grid_size"]
 
 MODELS = ("translation", "rigid", "affine")
 
@@ -157,4 +159,146 @@ def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, m
     with torch.no_grad():
         m = params_to_matrix(theta, model, shape)
         result.matrix = (init_m @ m if init_m is not None else m).detach()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense and B-spline free-form deformation (lesson 03)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class DenseResult:
+    """Result of :func:`register_dense`.
+
+    Attributes:
+        displacement: ``(N, ndim, *spatial)`` voxels, backward map (``warp(moving, displacement)``).
+        history: total loss (similarity loss + weight × regularizer) at every iteration.
+        level: pyramid level of each history entry (0 = full resolution).
+        params: the optimised parameters (dense field at full resolution, or B-spline
+            coefficients ``(N, ndim, *grid)`` in full-resolution voxels).
+    """
+
+    displacement: torch.Tensor
+    history: list = field(default_factory=list)
+    level: list = field(default_factory=list)
+    params: torch.Tensor | None = None
+
+
+def _bspline_basis(t: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline ``B(t)``, support ``|t| < 2``."""
+    a = t.abs()
+    return torch.where(a < 1, (4 - 6 * a ** 2 + 3 * a ** 3) / 6,
+                       torch.where(a < 2, (2 - a) ** 3 / 6, torch.zeros_like(a)))
+
+
+def bspline_grid_size(shape, spacing: int) -> tuple[int, ...]:
+    """Control-grid size for an image of ``shape`` with control points every ``spacing`` voxels
+    (one extra point beyond each border, as a cubic spline needs)."""
+    return tuple(int(-(-(n - 1) // spacing)) + 3 for n in shape)
+
+
+def bspline_field(coeffs: torch.Tensor, shape, spacing: int, full_shape=None) -> torch.Tensor:
+    """Dense displacement ``(N, ndim, *shape)`` of a cubic B-spline free-form deformation.
+
+    ``u(x) = Σ_k c_k Π_i B((x_i - (k_i - 1) s) / s)`` with control points every ``s = spacing``
+    voxels of the full-resolution grid ``full_shape`` (default ``shape``). When ``shape`` is a
+    coarser pyramid level, its voxels are placed on the full grid (``align_corners=True``) and the
+    field is expressed in that level's voxels. Zero coefficients give the zero field.
+
+    References: Rueckert et al. 1999 (IEEE TMI 18(8)).
+    """
+    shape = tuple(int(v) for v in shape)
+    full_shape = shape if full_shape is None else tuple(int(v) for v in full_shape)
+    ndim = len(shape)
+    if coeffs.dim() != ndim + 2 or coeffs.shape[1] != ndim or tuple(coeffs.shape[2:]) != bspline_grid_size(full_shape, spacing):
+        raise ValueError(f"bspline_field: coeffs must be (N, {ndim}, *{bspline_grid_size(full_shape, spacing)}), "
+                         f"got {tuple(coeffs.shape)}")
+    mats, scales = [], []
+    for m, n, k in zip(shape, full_shape, coeffs.shape[2:]):
+        x = torch.arange(m, dtype=coeffs.dtype, device=coeffs.device) * ((n - 1) / max(m - 1, 1))
+        knots = (torch.arange(k, dtype=coeffs.dtype, device=coeffs.device) - 1) * spacing
+        mats.append(_bspline_basis((x[:, None] - knots[None]) / spacing))         # (m, k)
+        scales.append((m - 1) / max(n - 1, 1))
+    if ndim == 2:
+        u = torch.einsum("ncab,ia,jb->ncij", coeffs, *mats)
+    else:
+        u = torch.einsum("ncabd,ia,jb,kd->ncijk", coeffs, *mats)
+    scale = torch.tensor(scales, dtype=u.dtype, device=u.device).view(1, ndim, *([1] * ndim))
+    return u * scale
+
+
+def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,
+                   model: str = "displacement", regularizer=diffusion, weight: float = 1.0,
+                   levels: int = 3, steps=100, lr: float = 0.1, spacing: int = 8,
+                   diffeomorphic: bool = False, init: torch.Tensor | None = None) -> DenseResult:
+    """Deformable registration: ``min_u L(warp(moving, u), fixed) + weight · R(u)``.
+
+    Args:
+        moving, fixed: ``(N, C, *spatial)`` on the same grid (every pair registered independently).
+        similarity: a :mod:`course_lib.similarity` function or module (maximised or minimised).
+        model: ``"displacement"`` (one vector per voxel, optimised level by level and upsampled)
+            or ``"bspline"`` (cubic B-spline FFD with control points every ``spacing`` voxels).
+        regularizer: a function of the field, e.g. ``regularizers.diffusion`` or
+            ``regularizers.bending_energy``; evaluated on the field at the current level (voxels).
+        weight: regularization weight λ.
+        levels, steps, lr: pyramid levels, Adam iterations per level (int or list, coarsest
+            first) and learning rate (voxels per step, roughly).
+        diffeomorphic: treat the field as a stationary velocity and integrate it
+            (``spatial.integrate_velocity``), which keeps the map invertible.
+        init: optional initial displacement ``(N, ndim, *spatial)`` (e.g. from an affine
+            registration); the result is ``compose(init, u)``.
+
+    Returns:
+        :class:`DenseResult`.
+    """
+    fn = "register_dense"
+    check_image(fn, "moving", moving)
+    check_image(fn, "fixed", fixed)
+    check_same_shape(fn, "moving", moving, "fixed", fixed)
+    if model not in ("displacement", "bspline"):
+        raise ValueError(f"{fn}: model must be 'displacement' or 'bspline', got {model!r}")
+    if not isinstance(spacing, int) or spacing < 1:
+        raise ValueError(f"{fn}: spacing must be a positive int, got {spacing!r}")
+    loss_fn = as_loss(similarity)
+    shape = tuple(fixed.shape[2:])
+    ndim, n = len(shape), fixed.shape[0]
+    steps_per = [steps] * levels if isinstance(steps, int) else list(steps)
+    if len(steps_per) != levels:
+        raise ValueError(f"{fn}: steps must be an int or a list of {levels} ints, got {steps!r}")
+    if init is not None:
+        if init.shape != (n, ndim, *shape):
+            raise ValueError(f"{fn}: init must be {(n, ndim, *shape)}, got {tuple(init.shape)}")
+        moving = warp(moving, init.to(moving))
+
+    result = DenseResult(displacement=None)
+    mov_pyr, fix_pyr = pyramid(moving, levels), pyramid(fixed, levels)
+    kw = dict(dtype=fixed.dtype, device=fixed.device)
+    param = None
+    if model == "bspline":
+        param = torch.zeros(n, ndim, *bspline_grid_size(shape, spacing), **kw, requires_grad=True)
+        opt = torch.optim.Adam([param], lr=lr)
+
+    def field_at(level_shape):
+        f = bspline_field(param, level_shape, spacing, shape) if model == "bspline" else param
+        return integrate_velocity(f) if diffeomorphic else f
+
+    for lev, (mov_l, fix_l, k) in enumerate(zip(mov_pyr, fix_pyr, steps_per)):
+        level = levels - 1 - lev
+        shape_l = tuple(fix_l.shape[2:])
+        if model == "displacement":
+            start = torch.zeros(n, ndim, *shape_l, **kw) if param is None else resize_displacement(param.detach(), shape_l)
+            param = start.requires_grad_(True)
+            opt = torch.optim.Adam([param], lr=lr)
+        for _ in range(k):
+            u = field_at(shape_l)
+            loss = loss_fn(warp(mov_l, u), fix_l) + weight * regularizer(u)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            result.history.append(loss.item())
+            result.level.append(level)
+    with torch.no_grad():
+        u = field_at(shape)
+        result.displacement = compose(init.to(u), u) if init is not None else u
+        result.params = param.detach()
     return result

@@ -19,7 +19,7 @@ __all__ = [
     "ALIGN_CORNERS", "identity_grid", "to_normalized_grid", "warp", "Warp", "affine_matrix",
     "rigid_matrix", "rotation_matrix", "warp_affine", "affine_to_displacement", "compose",
     "integrate_velocity", "jacobian_determinant", "resize_displacement", "gaussian_blur",
-    "resize_image",
+    "resize_image", "transform_points",
 ]
 
 #: ``grid_sample`` is always called with ``align_corners=True``: voxel centre 0 maps to -1 and
@@ -42,17 +42,19 @@ def identity_grid(shape, device=None, dtype=torch.float32) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)[None]
 
 
-def to_normalized_grid(coords: torch.Tensor) -> torch.Tensor:
+def to_normalized_grid(coords: torch.Tensor, sizes=None) -> torch.Tensor:
     """Convert voxel coordinates ``(N, ndim, *spatial)`` into ``grid_sample``'s grid.
 
     The one conversion of the course: the output is ``(N, *spatial, ndim)`` with the last axis in
     ``grid_sample``'s reversed order (x = last spatial axis first) and values
-    ``2 * coord / (size - 1) - 1`` for :data:`ALIGN_CORNERS` ``= True``. The size used for axis
-    *i* is ``coords.shape[2 + i]``: the sampled image must have the same spatial shape.
+    ``2 * coord / (size - 1) - 1`` for :data:`ALIGN_CORNERS` ``= True``. ``sizes`` is the spatial
+    shape of the image to be sampled (default ``coords.shape[2:]``, i.e. a dense grid on that image).
     """
     check_field("to_normalized_grid", "coords", coords, finite=False)
     ndim = coords.shape[1]
-    sizes = coords.shape[2:]
+    sizes = tuple(coords.shape[2:]) if sizes is None else tuple(int(s) for s in sizes)
+    if len(sizes) != ndim:
+        raise ValueError(f"to_normalized_grid: sizes must have {ndim} entries, got {sizes}")
     chans = []
     for i in range(ndim):
         n = sizes[i]
@@ -321,3 +323,28 @@ def gaussian_blur(image: torch.Tensor, sigma: float, truncate: float = 3.0) -> t
         pad[2 * (ndim - 1 - axis)] = pad[2 * (ndim - 1 - axis) + 1] = r
         out = conv(F.pad(out, pad, mode="replicate"), k.view(shape))
     return out.reshape(n, c, *image.shape[2:])
+
+
+def transform_points(points: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """Map fixed-image points through the backward map: ``p ↦ p + u(p)`` (linear interpolation).
+
+    Args:
+        points: ``(N, P, ndim)`` voxel coordinates in the fixed image.
+        displacement: ``(N, ndim, *spatial)`` voxels.
+
+    Returns:
+        ``(N, P, ndim)``: the corresponding moving-image coordinates.
+    """
+    fn = "transform_points"
+    check_field(fn, "displacement", displacement)
+    check_tensor(fn, "points", points, ndims=(3,), floating=True, finite=True)
+    ndim = displacement.shape[1]
+    if points.shape[-1] != ndim or points.shape[0] not in (1, displacement.shape[0]):
+        raise ValueError(f"{fn}: points must be (N, P, {ndim}) with N = {displacement.shape[0]}, "
+                         f"got {tuple(points.shape)}")
+    n = displacement.shape[0]
+    pts = points.expand(n, -1, -1).to(displacement.dtype)
+    coords = pts.transpose(1, 2).reshape(n, ndim, -1, *([1] * (ndim - 1)))   # (N, ndim, P, 1[, 1])
+    grid = to_normalized_grid(coords, sizes=displacement.shape[2:])          # (N, P, 1[, 1], ndim)
+    u = F.grid_sample(displacement, grid, mode="bilinear", padding_mode="border", align_corners=ALIGN_CORNERS)
+    return pts + u.view(n, ndim, -1).transpose(1, 2)
