@@ -99,7 +99,7 @@ def _field2d(displacement, axis: int, index):
     u = _numpy(displacement)
     if u.ndim == 5 or (u.ndim == 4 and u.shape[1] == 3):   # (N, 3, D, H, W)
         u = u[0]
-    if u.ndim == 4 and u.shape[0] == 3:                    # (3, D, H, W): slice, keep in-plane comps
+    if u.ndim == 4 and u.shape[0] == 3 and u.shape[1] != 2:   # (3, D, H, W), not a batch of three 2D fields
         index = u.shape[1 + axis] // 2 if index is None else index
         keep = [i for i in range(3) if i != axis]
         return np.take(u, index, axis=1 + axis)[keep]
