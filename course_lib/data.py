@@ -257,12 +257,12 @@ def template_slices(axis: str = "axial", index: int | None = None, size=(96, 112
     return _anatomy(sl, _crop_or_pad(labels[tuple(take)], size, start), (slice(None),) * 2)
 
 
-def _generator(seed_or_gen) -> torch.Generator:
+def _generator(seed_or_gen, fn: str = "course_lib.data", name: str = "generator") -> torch.Generator:
     if isinstance(seed_or_gen, torch.Generator):
         return seed_or_gen
     if isinstance(seed_or_gen, (int, np.integer)) and not isinstance(seed_or_gen, bool):
         return torch.Generator().manual_seed(int(seed_or_gen))
-    raise TypeError(f"expected an int seed or a torch.Generator, got {type(seed_or_gen).__name__}")
+    raise TypeError(f"{fn}: {name} must be an int seed or a torch.Generator, got {type(seed_or_gen).__name__}")
 
 
 def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 12,
@@ -278,7 +278,7 @@ def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 1
         raise ValueError(f"random_velocity: shape must have 2 or 3 sizes, got {shape}")
     if spacing < 1 or magnitude < 0:
         raise ValueError(f"random_velocity: need spacing >= 1 and magnitude >= 0, got {spacing}, {magnitude}")
-    g = _generator(generator)
+    g = _generator(generator, "random_velocity")
     coarse = [max(2, -(-s // spacing) + 1) for s in shape]
     noise = torch.randn(n, len(shape), *coarse, generator=g)
     noise = gaussian_blur(noise, 0.7)
@@ -299,7 +299,7 @@ def random_affine(shape, generator=0, rotation: float = 10.0, translation: float
     ndim = len(shape)
     if ndim not in (2, 3):
         raise ValueError(f"random_affine: shape must have 2 or 3 sizes, got {shape}")
-    g = _generator(generator)
+    g = _generator(generator, "random_affine")
 
     def u(*size, r):
         return (torch.rand(*size, generator=g) * 2 - 1) * r
@@ -323,7 +323,7 @@ def augment_intensity(image: torch.Tensor, generator=0, gamma: float = 0.3, bias
                       noise: float = 0.02, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Random gamma (``exp(U(±gamma))``), a smooth multiplicative bias field (``±bias``) and
     Gaussian noise (std ``noise``) on an image in [0, 1]; background (``mask`` = 0) stays 0."""
-    g = _generator(generator)
+    g = _generator(generator, "augment_intensity")
     n = image.shape[0]
     shape = image.shape[2:]
     gam = torch.exp((torch.rand(n, generator=g) * 2 - 1) * gamma).view(n, *([1] * (image.dim() - 1)))
@@ -361,7 +361,7 @@ def synthesize_contrast(tissues: torch.Tensor, kind: str = "t2", generator=0, no
         raise ValueError(f"synthesize_contrast: tissues must be (N, 3, *spatial) (CSF, GM, WM), got {tuple(tissues.shape)}")
     if kind not in CONTRASTS:
         raise ValueError(f"synthesize_contrast: kind must be one of {tuple(CONTRASTS)}, got {kind!r}")
-    g = _generator(generator)
+    g = _generator(generator, "synthesize_contrast")
     lut = torch.tensor(CONTRASTS[kind][1:], dtype=tissues.dtype, device=tissues.device)
     img = (tissues * lut.view(1, 3, *([1] * (tissues.dim() - 2)))).sum(1, keepdim=True)
     img = gaussian_blur(img, blur)
@@ -392,7 +392,7 @@ def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: fl
     gets intensity augmentation; tissues, mask and labels move with it.
     """
     template = template_slices() if template is None else template
-    g = _generator(seed)
+    g = _generator(seed, "synthesize_subject", "seed")
     disp = integrate_velocity(random_velocity(template.shape, g, magnitude, spacing))
     if affine:
         disp = compose(affine_to_displacement(random_affine(template.shape, g), template.shape), disp)

@@ -42,9 +42,12 @@ def detect_keypoints(image: torch.Tensor, n: int = 100, sigma: float = 1.5, min_
                      mask: torch.Tensor | None = None, border: int = 4) -> torch.Tensor:
     """Corner-like key points by the Harris/Förstner structure-tensor response.
 
-    ``R = det(S) - 0.04 · trace(S)^ndim`` with ``S`` the Gaussian-smoothed (σ = ``sigma``) outer
-    product of the image gradient. Local maxima at least ``min_distance`` voxels apart, away from the
-    ``border`` and inside ``mask`` (if given); the ``n`` strongest are returned as ``(P, ndim)``.
+    ``R = det(S) - k · trace(S)^ndim`` with ``S`` the Gaussian-smoothed (σ = ``sigma``) outer
+    product of the image gradient and ``k = 0.04`` in 2D, ``k = 0.005`` in 3D (``det(S) ≤
+    (trace(S)/ndim)^ndim``, so ``R > 0`` needs ``k < 1/4`` in 2D but ``k < 1/27`` in 3D; 0.005 is
+    the 2D choice scaled by the same fraction of that bound). Local maxima at least
+    ``min_distance`` voxels apart, away from the ``border`` and inside ``mask`` (if given); the
+    ``n`` strongest are returned as ``(P, ndim)``.
     """
     fn = "detect_keypoints"
     img = _single(fn, image)
@@ -57,7 +60,7 @@ def detect_keypoints(image: torch.Tensor, n: int = 100, sigma: float = 1.5, min_
         det = (S[0][0] * (S[1][1] * S[2][2] - S[1][2] ** 2) - S[0][1] * (S[0][1] * S[2][2] - S[1][2] * S[0][2])
                + S[0][2] * (S[0][1] * S[1][2] - S[1][1] * S[0][2]))
     trace = sum(S[i][i] for i in range(ndim))
-    resp = det - 0.04 * trace ** ndim
+    resp = det - (0.04 if ndim == 2 else 0.005) * trace ** ndim
     pool = F.max_pool2d if ndim == 2 else F.max_pool3d
     k = 2 * min_distance + 1
     peaks = (resp == pool(resp, k, stride=1, padding=min_distance)) & (resp > 0)
@@ -242,17 +245,18 @@ def tps_displacement(points: torch.Tensor, values: torch.Tensor, shape, smoothin
     if p < ndim + 1:
         raise ValueError(f"{fn}: need at least {ndim + 1} points in {ndim}D, got {p}")
     pts = points.double()
-    K = _tps_kernel(torch.cdist(pts, pts), ndim) + smoothing * torch.eye(p, dtype=torch.float64)
-    P = torch.cat([pts, torch.ones(p, 1, dtype=torch.float64)], dim=1)
+    dev = pts.device
+    K = _tps_kernel(torch.cdist(pts, pts), ndim) + smoothing * torch.eye(p, dtype=torch.float64, device=dev)
+    P = torch.cat([pts, torch.ones(p, 1, dtype=torch.float64, device=dev)], dim=1)
     top = torch.cat([K, P], dim=1)
-    bottom = torch.cat([P.T, torch.zeros(ndim + 1, ndim + 1, dtype=torch.float64)], dim=1)
-    rhs = torch.cat([values.double(), torch.zeros(ndim + 1, ndim, dtype=torch.float64)])
+    bottom = torch.cat([P.T, torch.zeros(ndim + 1, ndim + 1, dtype=torch.float64, device=dev)], dim=1)
+    rhs = torch.cat([values.double().to(dev), torch.zeros(ndim + 1, ndim, dtype=torch.float64, device=dev)])
     coef = torch.linalg.lstsq(torch.cat([top, bottom]), rhs).solution               # (P + ndim + 1, ndim)
     w, a = coef[:p], coef[p:]
-    grid = identity_grid(shape, dtype=torch.float64).flatten(2)[0].T               # (V, ndim)
+    grid = identity_grid(shape, device=dev, dtype=torch.float64).flatten(2)[0].T   # (V, ndim)
     out = []
     for chunk in grid.split(65536):
         phi = _tps_kernel(torch.cdist(chunk, pts), ndim)
-        out.append(phi @ w + torch.cat([chunk, torch.ones(len(chunk), 1, dtype=torch.float64)], 1) @ a)
+        out.append(phi @ w + torch.cat([chunk, torch.ones(len(chunk), 1, dtype=torch.float64, device=dev)], 1) @ a)
     field = torch.cat(out).T.reshape(1, ndim, *shape)
     return field.to(points.dtype)

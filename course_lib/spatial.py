@@ -103,7 +103,7 @@ def warp(image: torch.Tensor, displacement: torch.Tensor, mode: str = "linear",
         src = src.expand(n, *src.shape[1:])
     out = F.grid_sample(src, grid, mode="bilinear" if mode == "linear" else "nearest",
                         padding_mode=padding, align_corners=ALIGN_CORNERS)
-    return out.round().to(image.dtype) if is_int else out
+    return out.round().to(image.dtype) if is_int else out.to(image.dtype)
 
 
 class Warp(torch.nn.Module):
@@ -176,6 +176,9 @@ def rigid_matrix(angles: torch.Tensor, translation: torch.Tensor, center) -> tor
             ``[(s - 1) / 2 for s in shape]``).
     """
     fn = "rigid_matrix"
+    check_tensor(fn, "angles", angles, ndims=(2,), floating=True)
+    if angles.shape[1] not in (1, 3):
+        raise ValueError(f"{fn}: angles must be (N, 1) in 2D or (N, 3) in 3D, got {tuple(angles.shape)}")
     rot = rotation_matrix(angles)
     ndim = rot.shape[-1]
     check_tensor(fn, "translation", translation, ndims=(2,), floating=True)
@@ -294,6 +297,8 @@ def resize_displacement(displacement: torch.Tensor, size) -> torch.Tensor:
     """
     check_field("resize_displacement", "displacement", displacement)
     size = tuple(int(s) for s in size)
+    if len(size) != displacement.dim() - 2:
+        raise ValueError(f"resize_displacement: size must have {displacement.dim() - 2} entries, got {size}")
     out = resize_image(displacement, size)
     scale = torch.tensor([(m - 1) / max(n - 1, 1) for m, n in zip(size, displacement.shape[2:])],
                          dtype=out.dtype, device=out.device)

@@ -133,6 +133,15 @@ def test_keypoints_inside_image_and_mask():
     assert (kp[:, 0] >= 10).all() and (kp[:, 0] < 40).all() and (kp[:, 1] >= 10).all()
 
 
+def test_keypoints_in_3d():
+    # regression: with the 2D Harris constant 0.04, det(S) - k·trace(S)³ < 0 everywhere in 3D
+    # (det ≤ (trace/3)³), so no key point was ever found in a volume
+    img = _blobs((24, 28, 20))
+    kp = features.detect_keypoints(img, n=20, border=3)
+    assert 0 < len(kp) <= 20 and kp.shape[1] == 3
+    assert (kp >= 3).all() and (kp[:, 0] < 21).all() and (kp[:, 2] < 17).all()
+
+
 def test_patch_descriptor_is_normalized_and_contrast_invariant():
     img = _blobs((40, 40))
     pts = torch.tensor([[10.0, 12.0], [20.5, 25.0]])

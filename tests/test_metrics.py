@@ -1,0 +1,158 @@
+"""Properties of the evaluation metrics: Dice, HD95, TRE, folding fraction and SDlogJ."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib import metrics, spatial
+
+
+def _labels(shape, seed=0, n_labels=4) -> torch.Tensor:
+    """Blocky label map ``(1, 1, *shape)`` int64 with labels 0..n_labels-1 all present."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, n_labels, (1, 1, *[max(2, s // 4) for s in shape]), generator=g)
+    coarse.view(-1)[torch.randperm(coarse.numel(), generator=g)[:n_labels]] = torch.arange(n_labels)
+    out = torch.nn.functional.interpolate(coarse.double(), size=shape, mode="nearest").long()
+    assert len(out.unique()) == n_labels
+    return out
+
+
+def _box(shape, lo, hi) -> torch.Tensor:
+    m = torch.zeros(1, 1, *shape, dtype=torch.int64)
+    m[(0, 0, *[slice(a, b) for a, b in zip(lo, hi)])] = 1
+    return m
+
+
+# ----------------------------------------------------------------------------- Dice
+
+def test_dice_of_a_map_with_itself_is_one_for_every_present_label(ndim, shape):
+    lab = _labels(shape)
+    d = metrics.dice(lab, lab)
+    assert d.shape == (1, 3)                                   # labels 1, 2, 3 (0 is background)
+    assert torch.equal(d, torch.ones(1, 3))
+    assert metrics.present_labels(lab) == [1, 2, 3]
+
+
+def test_dice_of_disjoint_masks_is_zero(ndim, shape):
+    a = _box(shape, [0] * ndim, [s // 2 for s in shape])
+    b = _box(shape, [s // 2 for s in shape], shape)
+    assert metrics.dice(a, b).item() == 0.0
+
+
+def test_dice_matches_a_hand_computed_overlap():
+    a = torch.zeros(1, 1, 4, 5, dtype=torch.int64)
+    b = torch.zeros(1, 1, 4, 5, dtype=torch.int64)
+    a[0, 0, 0:2, 0:3] = 1        # 6 voxels
+    b[0, 0, 1:3, 1:3] = 1        # 4 voxels, 2 shared with a (row 1, cols 1-2)
+    a[0, 0, 3, :] = 2            # 5 voxels of label 2 in a, 0 in b
+    b[0, 0, 3, 0] = 2            # 1 voxel of label 2 in b, shared
+    d = metrics.dice(a, b, labels=[1, 2])
+    assert torch.allclose(d, torch.tensor([[2 * 2 / (6 + 4), 2 * 1 / (5 + 1)]]))
+
+
+def test_dice_is_nan_for_a_label_absent_from_both_maps():
+    lab = _labels((8, 9))
+    d = metrics.dice(lab, lab, labels=[1, 7, 2])
+    assert d[0, 0].item() == 1.0 and d[0, 2].item() == 1.0
+    assert math.isnan(d[0, 1].item())
+
+
+def test_dice_is_per_sample_in_a_batch():
+    a = torch.cat([_labels((8, 9), 0), _labels((8, 9), 1)])
+    b = torch.cat([_labels((8, 9), 0), _labels((8, 9), 2)])
+    d = metrics.dice(a, b, labels=[1, 2, 3])
+    assert d.shape == (2, 3)
+    assert torch.equal(d[0], torch.ones(3))
+    assert torch.equal(d[1], metrics.dice(a[1:], b[1:], labels=[1, 2, 3])[0]) and (d[1] < 1).any()
+
+
+# ----------------------------------------------------------------------------- HD95
+
+def test_hd95_of_a_map_with_itself_is_zero(ndim, shape):
+    lab = _labels(shape)
+    assert torch.equal(metrics.hd95(lab, lab), torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_hd95_of_a_mask_shifted_by_three_voxels_is_three(axis):
+    shape = (24, 32)
+    a = _box(shape, (6, 8), (16, 20))
+    b = torch.roll(a, 3, dims=2 + axis)
+    assert metrics.hd95(a, b).item() == pytest.approx(3.0, abs=0.25)
+
+
+def test_hd95_in_3d_and_with_spacing():
+    shape = (12, 14, 16)
+    a = _box(shape, (3, 3, 3), (9, 10, 11))
+    b = torch.roll(a, 3, dims=4)                               # 3 voxels along spatial axis 2
+    assert metrics.hd95(a, b).item() == pytest.approx(3.0, abs=0.25)
+    assert metrics.hd95(a, b, spacing=(1.0, 1.0, 2.0)).item() == pytest.approx(6.0, abs=0.5)
+
+
+def test_hd95_is_nan_where_a_label_is_missing_from_one_map():
+    a = _box((10, 10), (2, 2), (6, 6))
+    b = a.clone()
+    a[0, 0, 8, 8] = 2
+    out = metrics.hd95(a, b, labels=[1, 2])
+    assert out[0, 0].item() == 0.0 and math.isnan(out[0, 1].item())
+
+
+# ----------------------------------------------------------------------------- TRE
+
+def test_tre_matches_hand_computed_distances_with_spacing():
+    a = torch.tensor([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    b = torch.tensor([[3.0, 4.0, 0.0], [1.0, 2.0, 5.0]])
+    assert torch.allclose(metrics.tre(a, b), torch.tensor([5.0, 2.0]))
+    # anisotropic voxels (mm): (3·2, 4·1, 0) → 7.2111; (0, 0, 2·0.5) → 1
+    assert torch.allclose(metrics.tre(a, b, spacing=(2.0, 1.0, 0.5)), torch.tensor([math.sqrt(52.0), 1.0]))
+    assert torch.allclose(metrics.tre(a[None], b[None], spacing=2.0), torch.tensor([[10.0, 4.0]]))
+
+
+def test_tre_is_zero_for_identical_points():
+    p = torch.rand(2, 5, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(metrics.tre(p, p), torch.zeros(2, 5))
+
+
+# ----------------------------------------------------------------------------- folding, SDlogJ
+
+def test_folding_fraction_is_zero_for_the_identity(ndim, shape, displacement):
+    assert torch.equal(metrics.folding_fraction(torch.zeros(2, ndim, *shape)), torch.zeros(2))
+    assert metrics.folding_fraction(displacement).item() == 0.0
+
+
+def test_folding_fraction_counts_a_region_that_folds(ndim, shape):
+    """u_0 = -2.5 x_0 on some columns of the last axis: det J = 1 - 2.5 = -1.5 there."""
+    u = torch.zeros(1, ndim, *shape, dtype=torch.float64)
+    x0 = spatial.identity_grid(shape, dtype=torch.float64)[0, 0]
+    cols = slice(4, 12)
+    u[(0, 0, ..., cols)] = -2.5 * x0[(..., cols)]
+    det = spatial.jacobian_determinant(u)
+    assert det[(0, ..., cols)].max() < 0
+    assert metrics.folding_fraction(u).item() == pytest.approx(8 / shape[-1])
+
+
+def test_folding_fraction_with_a_mask_counts_only_inside_it(ndim, shape):
+    u = torch.zeros(1, ndim, *shape, dtype=torch.float64)
+    u[:, 0] = -2.5 * spatial.identity_grid(shape, dtype=torch.float64)[0, 0]   # folds everywhere
+    mask = torch.zeros(1, 1, *shape, dtype=torch.bool)
+    mask[(0, 0, ..., slice(0, 5))] = True
+    assert metrics.folding_fraction(u).item() == 1.0
+    assert metrics.folding_fraction(u, mask=mask).item() == 1.0
+    assert metrics.folding_fraction(torch.zeros_like(u), mask=mask).item() == 0.0
+
+
+def test_sdlogj_is_zero_for_the_identity_and_for_a_translation(ndim, shape):
+    assert torch.equal(metrics.sdlogj(torch.zeros(1, ndim, *shape)), torch.zeros(1))
+    shift = torch.zeros(1, ndim, *shape, dtype=torch.float64)
+    shift[:, 0] = 2.5
+    shift[:, -1] = -1.0
+    assert metrics.sdlogj(shift).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_sdlogj_is_zero_for_a_uniform_scaling_and_positive_for_a_smooth_warp(ndim, shape, displacement):
+    scale = 0.1 * spatial.identity_grid(shape, dtype=torch.float64)             # det J = 1.1^ndim
+    assert metrics.sdlogj(scale).item() == pytest.approx(0.0, abs=1e-10)
+    assert metrics.sdlogj(displacement).item() > 0.01
+    mask = torch.ones(1, 1, *shape, dtype=torch.bool)
+    assert metrics.sdlogj(displacement, mask=mask).item() == pytest.approx(metrics.sdlogj(displacement).item())
