@@ -176,3 +176,24 @@ def test_gradcheck_mutual_information_and_nmi(fn, small):
     # fixed intensity range: the per-image min/max scaling is deliberately not differentiated
     assert gradcheck(lambda a, b: fn(a, b, bins=8, vmin=-0.1, vmax=1.1), _pair(small))
     assert gradcheck(lambda a, b: fn(a, b, bins=6, sigma=0.3, vmin=-0.1, vmax=1.1), _pair(small, 1))
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 13, 17), (1, 2, 7, 9, 11)])
+@pytest.mark.parametrize("window", [1, 3, 9, 31])
+def test_box_mean_equals_avg_pool_without_padding(shape, window):
+    # lncc's running-sum box filter must equal avg_pool with count_include_pad=False,
+    # including windows larger than the image
+    import torch.nn.functional as F
+    from course_lib.similarity import _box_mean
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(window), dtype=torch.float64)
+    pool = F.avg_pool2d if len(shape) == 4 else F.avg_pool3d
+    pad = window // 2
+    if pad > min(shape[2:]) // 2:   # avg_pool refuses padding > half the kernel: compare by brute force
+        ref = torch.empty_like(x)
+        for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape[2:]]).view(-1, len(shape) - 2):
+            sl = tuple(slice(max(int(i) - pad, 0), int(i) + pad + 1) for i in idx)
+            ref[(slice(None), slice(None)) + tuple(int(i) for i in idx)] = x[(slice(None), slice(None)) + sl].mean(
+                dim=tuple(range(2, len(shape))))
+    else:
+        ref = pool(x, window, stride=1, padding=pad, count_include_pad=False)
+    assert torch.allclose(_box_mean(x, window), ref, atol=1e-10)
