@@ -10,4 +10,5 @@ from __future__ import annotations
 
 # one import line per network file (keep alphabetical)
 from .autoencoder import SAEConfig, StackedAutoencoder  # noqa: F401
+from .regressor import AffineRegressor, RegressorConfig  # noqa: F401
 from .similarity_net import PatchSimilarityConfig, PatchSimilarityNet  # noqa: F401
