@@ -41,6 +41,15 @@ class AffineResult:
     level: list = field(default_factory=list)
 
 
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, result, level: int) -> None:
+    """One optimizer step; record the loss and the pyramid level in ``result``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    result.history.append(loss.item())
+    result.level.append(level)
+
+
 def pyramid(image: torch.Tensor, levels: int, min_size: int = 8) -> list[torch.Tensor]:
     """Gaussian pyramid, coarsest first: level ``l`` is blurred (σ = 2^(l-1) voxels) and resized to
     about ``size / 2^l`` with ``align_corners=True``, so voxel ``i`` of level 0 sits at
@@ -151,11 +160,7 @@ def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, m
                 m = init_m @ m
             m_l = rescale_matrix(m, shape, shape_l)
             loss = loss_fn(warp(mov_l, affine_to_displacement(m_l, shape_l)), fix_l)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            result.history.append(loss.item())
-            result.level.append(level)
+            _step(opt, loss, result, level)
     with torch.no_grad():
         m = params_to_matrix(theta, model, shape)
         result.matrix = (init_m @ m if init_m is not None else m).detach()
@@ -292,11 +297,7 @@ def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,
         for _ in range(k):
             u = field_at(shape_l)
             loss = loss_fn(warp(mov_l, u), fix_l) + weight * regularizer(u)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            result.history.append(loss.item())
-            result.level.append(level)
+            _step(opt, loss, result, level)
     with torch.no_grad():
         u = field_at(shape)
         result.displacement = compose(init.to(u), u) if init is not None else u

@@ -157,9 +157,8 @@ def match_descriptors(desc_a: torch.Tensor, desc_b: torch.Tensor, ratio: float =
     return torch.stack([i, j[i]], dim=1)
 
 
-def fit_affine(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Least-squares affine ``M`` with ``dst ≈ M src`` (homogeneous ``(ndim+1, ndim+1)``)."""
-    fn = "fit_affine"
+def _check_pairs(fn: str, src, dst) -> tuple[int, int]:
+    """Corresponding point sets ``(P, ndim)`` with at least ``ndim + 1`` pairs; returns ``(P, ndim)``."""
     check_tensor(fn, "src", src, ndims=(2,), floating=True, finite=True)
     check_tensor(fn, "dst", dst, ndims=(2,), floating=True, finite=True)
     if src.shape != dst.shape:
@@ -167,6 +166,12 @@ def fit_affine(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     p, ndim = src.shape
     if p < ndim + 1:
         raise ValueError(f"{fn}: need at least {ndim + 1} point pairs in {ndim}D, got {p}")
+    return p, ndim
+
+
+def fit_affine(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares affine ``M`` with ``dst ≈ M src`` (homogeneous ``(ndim+1, ndim+1)``)."""
+    p, ndim = _check_pairs("fit_affine", src, dst)
     X = torch.cat([src, torch.ones(p, 1, dtype=src.dtype)], dim=1).double()       # (P, ndim+1)
     sol = torch.linalg.lstsq(X, dst.double()).solution                             # (ndim+1, ndim)
     M = torch.eye(ndim + 1, dtype=torch.float64)
@@ -182,15 +187,8 @@ def ransac_affine(src: torch.Tensor, dst: torch.Tensor, iterations: int = 500, t
     voxels, keeps the largest consensus and refits it by least squares (Fischler & Bolles 1981).
     With ``src`` = fixed points and ``dst`` = moving points the matrix is ``moving_from_fixed``.
     """
-    fn = "ransac_affine"
-    check_tensor(fn, "src", src, ndims=(2,), floating=True, finite=True)
-    check_tensor(fn, "dst", dst, ndims=(2,), floating=True, finite=True)
-    if src.shape != dst.shape:
-        raise ValueError(f"{fn}: src and dst must have the same shape, got {tuple(src.shape)} and {tuple(dst.shape)}")
-    p, ndim = src.shape
+    p, ndim = _check_pairs("ransac_affine", src, dst)
     k = ndim + 1
-    if p < k:
-        raise ValueError(f"{fn}: need at least {k} point pairs in {ndim}D, got {p}")
     g = torch.Generator().manual_seed(seed)
     X = torch.cat([src, torch.ones(p, 1, dtype=src.dtype)], dim=1).double()
     Y = dst.double()
