@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .spatial import affine_to_displacement, compose, gaussian_blur, integrate_velocity, resize_image, warp
+from .spatial import (affine_to_displacement, compose, gaussian_blur, integrate_velocity, resize_image,
+                      rigid_matrix, warp)
 
 __all__ = [
     "Anatomy", "Subject", "load_mni152", "load_atlas", "template_volume", "template_slices",
@@ -294,7 +295,6 @@ def random_affine(shape, generator=0, rotation: float = 10.0, translation: float
     Angles uniform in ``±rotation`` degrees (about each axis in 3D), translations uniform in
     ``±translation`` voxels, log-scales in ``±scale``, shears in ``±shear``.
     """
-    from .spatial import rigid_matrix
     shape = tuple(int(s) for s in shape)
     ndim = len(shape)
     if ndim not in (2, 3):
