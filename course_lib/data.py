@@ -35,6 +35,7 @@ __all__ = [
     "Anatomy", "Subject", "load_mni152", "load_atlas", "template_volume", "template_slices",
     "random_velocity", "random_affine", "augment_intensity", "synthesize_subject",
     "synthesize_contrast", "PairDataset", "cache_dir", "prepare", "SPLIT_SEEDS", "ATLASES",
+    "label_groups", "STRUCTURE_GROUPS", "pair_batch",
 ]
 
 ATLASES = ("AAL", "AAL3", "HCPEx")
@@ -164,6 +165,44 @@ def load_atlas(name: str = "AAL", resolution: int = 2) -> tuple[np.ndarray, dict
     return labels, names
 
 
+#: Structure groups of the AAL atlas by name prefix (lobes, limbic, deep grey, cerebellum), for
+#: reporting Dice per group rather than per each of 116 labels.
+STRUCTURE_GROUPS = {
+    "frontal": ("Precentral", "Frontal", "Rolandic", "Supp_Motor", "Olfactory", "Rectus", "Paracentral"),
+    "parietal": ("Postcentral", "Parietal", "SupraMarginal", "Angular", "Precuneus"),
+    "temporal": ("Temporal", "Heschl", "Fusiform"),
+    "occipital": ("Calcarine", "Cuneus", "Lingual", "Occipital"),
+    "limbic": ("Cingulum", "Hippocampus", "ParaHippocampal", "Amygdala", "Insula"),
+    "deep grey": ("Caudate", "Putamen", "Pallidum", "Thalamus"),
+    "cerebellum": ("Cerebelum", "Vermis"),
+}
+
+
+def label_groups(names: dict, present=None) -> dict[str, list[int]]:
+    """Group atlas labels into :data:`STRUCTURE_GROUPS` by the start of their names.
+
+    Args:
+        names: label → structure name, as returned by :func:`load_atlas` (``"AAL"``).
+        present: optional labels to keep (e.g. those in a 2D slice); groups left empty are dropped.
+
+    Returns:
+        ``{group: [labels]}`` in the order of :data:`STRUCTURE_GROUPS`, plus ``"other"`` for names
+        matching no group (none for AAL).
+    """
+    if not isinstance(names, dict):
+        raise TypeError(f"label_groups: names must be a dict label -> name, got {type(names).__name__}")
+    keep = None if present is None else {int(v) for v in present}
+    groups: dict[str, list[int]] = {g: [] for g in STRUCTURE_GROUPS}
+    groups["other"] = []
+    for label in sorted(names):
+        if label == 0 or (keep is not None and int(label) not in keep):
+            continue
+        group = next((g for g, prefixes in STRUCTURE_GROUPS.items()
+                      if str(names[label]).startswith(prefixes)), "other")
+        groups[group].append(int(label))
+    return {g: v for g, v in groups.items() if v}
+
+
 @dataclass
 class Anatomy:
     """One image with its anatomy, as tensors with a batch axis.
@@ -267,11 +306,12 @@ def _generator(seed_or_gen, fn: str = "course_lib.data", name: str = "generator"
 
 
 def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 12,
-                    n: int = 1) -> torch.Tensor:
-    """A random smooth stationary velocity field ``(n, ndim, *shape)`` in voxels (CPU, float32).
+                    n: int = 1, device=None) -> torch.Tensor:
+    """A random smooth stationary velocity field ``(n, ndim, *shape)`` in voxels (float32).
 
-    White noise on a coarse grid (one sample every ``spacing`` voxels), smoothed, upsampled
-    (linear) to ``shape`` and scaled so that its largest component is ``magnitude`` voxels.
+    White noise on a coarse grid (one sample every ``spacing`` voxels, drawn on the CPU from
+    ``generator``, so the field does not depend on ``device``), smoothed, upsampled (linear) to
+    ``shape`` on ``device`` and scaled so that its largest component is ``magnitude`` voxels.
     Integrate it with :func:`course_lib.spatial.integrate_velocity` for a diffeomorphism.
     """
     shape = tuple(int(s) for s in shape)
@@ -281,7 +321,7 @@ def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 1
         raise ValueError(f"random_velocity: need spacing >= 1 and magnitude >= 0, got {spacing}, {magnitude}")
     g = _generator(generator, "random_velocity")
     coarse = [max(2, -(-s // spacing) + 1) for s in shape]
-    noise = torch.randn(n, len(shape), *coarse, generator=g)
+    noise = torch.randn(n, len(shape), *coarse, generator=g).to(device)
     noise = gaussian_blur(noise, 0.7)
     v = resize_image(noise, shape)
     peak = v.abs().flatten(1).max(1).values.clamp_min(1e-8).view(n, *([1] * (len(shape) + 1)))
@@ -326,11 +366,11 @@ def augment_intensity(image: torch.Tensor, generator=0, gamma: float = 0.3, bias
     g = _generator(generator, "augment_intensity")
     n = image.shape[0]
     shape = image.shape[2:]
-    gam = torch.exp((torch.rand(n, generator=g) * 2 - 1) * gamma).view(n, *([1] * (image.dim() - 1)))
+    gam = torch.exp((torch.rand(n, generator=g) * 2 - 1) * gamma).to(image.device).view(n, *([1] * (image.dim() - 1)))
     out = image.clamp_min(0) ** gam
-    field = random_velocity(shape, g, magnitude=bias, spacing=max(shape) // 2, n=n)[:, :1]
+    field = random_velocity(shape, g, magnitude=bias, spacing=max(shape) // 2, n=n, device=image.device)[:, :1]
     out = out * torch.exp(field)
-    out = out + noise * torch.randn(out.shape, generator=g)
+    out = out + noise * torch.randn(out.shape, generator=g).to(image.device)
     if mask is not None:
         out = out * (mask > 0)
     return out.clamp(0, 1)
@@ -402,6 +442,55 @@ def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: fl
     return Subject(anatomy=a, displacement=disp, seed=int(seed))
 
 
+_PAIR_KEYS = ("magnitude", "spacing", "subject_magnitude", "affine", "affine_kwargs", "augment", "contrast")
+
+
+def _simulate_pairs(template: Anatomy, n: int, g: torch.Generator, magnitude: float, spacing: int,
+                    subject_magnitude: float, affine: bool, affine_kwargs: dict, augment: bool,
+                    contrast: str | None) -> dict:
+    """``n`` moving/fixed pairs on ``template``'s device, random numbers drawn from ``g`` (CPU)."""
+    shape, dev = template.shape, template.image.device
+    u_m = integrate_velocity(random_velocity(shape, g, subject_magnitude, spacing, n=n, device=dev))
+    d = integrate_velocity(random_velocity(shape, g, magnitude, spacing, n=n, device=dev))
+    if affine:
+        d = compose(affine_to_displacement(random_affine(shape, g, n=n, **affine_kwargs).to(dev), shape), d)
+    mov = _warp_anatomy(template, u_m)
+    fix = _warp_anatomy(template, compose(u_m, d))
+    mov_img, fix_img = mov.image, fix.image
+    if contrast is not None:
+        mov_img = synthesize_contrast(mov.tissues, contrast, g)
+    if augment:
+        mov_img = augment_intensity(mov_img, g, mask=mov.mask)
+        fix_img = augment_intensity(fix_img, g, mask=fix.mask)
+    return {"moving": mov_img, "fixed": fix_img, "moving_labels": mov.labels,
+            "fixed_labels": fix.labels, "moving_mask": mov.mask, "fixed_mask": fix.mask,
+            "displacement": d}
+
+
+def pair_batch(n: int, generator=0, template: Anatomy | None = None, device=None,
+               magnitude: float = 4.0, spacing: int = 12, subject_magnitude: float = 2.0,
+               affine: bool = False, affine_kwargs: dict | None = None, augment: bool = True,
+               contrast: str | None = None) -> dict:
+    """A fresh batch of ``n`` simulated pairs generated directly on ``device`` (no cache).
+
+    The same simulation as :class:`PairDataset` (same arguments and item keys, with a batch axis:
+    ``moving`` ``(n, 1, *spatial)``, …, ``displacement`` ``(n, ndim, *spatial)``), for training
+    on unlimited data, e.g. 3D volumes on a GPU where caching hundreds of 1 mm pairs would take
+    tens of GB. Coarse random numbers come from ``generator`` (an int seed or a CPU
+    ``torch.Generator``, advanced by each call), everything at full resolution runs on ``device``.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"pair_batch: n must be a positive int, got {n!r}")
+    if contrast not in (None, "t1", "t2", "pd"):
+        raise ValueError(f"pair_batch: contrast must be None, 't1', 't2' or 'pd', got {contrast!r}")
+    template = template_slices() if template is None else template
+    if device is not None:
+        template = template.to(device)
+    g = _generator(generator, "pair_batch")
+    return _simulate_pairs(template, n, g, magnitude, spacing, subject_magnitude, affine,
+                           affine_kwargs or {}, augment, contrast)
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Moving/fixed pairs of simulated subjects with exact ground-truth displacement.
 
@@ -463,24 +552,10 @@ class PairDataset(torch.utils.data.Dataset):
         return stacked
 
     def _make(self, seed: int) -> dict:
-        p = self.params
         g = torch.Generator().manual_seed(seed)
-        shape = self.template.shape
-        u_m = integrate_velocity(random_velocity(shape, g, p["subject_magnitude"], p["spacing"]))
-        d = integrate_velocity(random_velocity(shape, g, p["magnitude"], p["spacing"]))
-        if p["affine"]:
-            d = compose(affine_to_displacement(random_affine(shape, g, **p["affine_kwargs"]), shape), d)
-        mov = _warp_anatomy(self.template, u_m)
-        fix = _warp_anatomy(self.template, compose(u_m, d))
-        mov_img, fix_img = mov.image, fix.image
-        if p["contrast"] is not None:
-            mov_img = synthesize_contrast(mov.tissues, p["contrast"], g)
-        if p["augment"]:
-            mov_img = augment_intensity(mov_img, g, mask=mov.mask)
-            fix_img = augment_intensity(fix_img, g, mask=fix.mask)
-        return {"moving": mov_img[0], "fixed": fix_img[0], "moving_labels": mov.labels[0],
-                "fixed_labels": fix.labels[0], "moving_mask": mov.mask[0], "fixed_mask": fix.mask[0],
-                "displacement": d[0], "seed": torch.tensor(seed)}
+        kwargs = {k: self.params[k] for k in _PAIR_KEYS}
+        item = {k: v[0] for k, v in _simulate_pairs(self.template, 1, g, **kwargs).items()}
+        return {**item, "seed": torch.tensor(seed)}
 
     def __len__(self) -> int:
         return self.n

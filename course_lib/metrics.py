@@ -13,7 +13,7 @@ from scipy import ndimage
 from ._checks import check_field, check_tensor
 from .spatial import jacobian_determinant
 
-__all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels"]
+__all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels", "one_hot"]
 
 
 def _check_labels(fn: str, pred, target):
@@ -30,6 +30,37 @@ def _check_labels(fn: str, pred, target):
 def present_labels(target: torch.Tensor) -> list[int]:
     """Sorted non-zero labels present in ``target``."""
     return [int(v) for v in torch.unique(target) if int(v) != 0]
+
+
+def one_hot(labels: torch.Tensor, values, dtype=torch.float32) -> torch.Tensor:
+    """One channel per label value: ``(N, 1, *spatial)`` integer map → ``(N, L, *spatial)`` 0/1 maps.
+
+    Args:
+        labels: integer label map ``(N, 1, *spatial)``.
+        values: the ``L`` label values to encode, in channel order (e.g. ``present_labels(...)``);
+            voxels with any other value (background) are 0 in every channel.
+        dtype: floating dtype of the result (float: it is warped linearly and fed to a Dice loss).
+
+    >>> one_hot(torch.tensor([[[[0, 2], [5, 2]]]]), [2, 5])[0]
+    tensor([[[0., 1.],
+             [0., 1.]],
+    <BLANKLINE>
+            [[0., 0.],
+             [1., 0.]]])
+    """
+    fn = "one_hot"
+    check_tensor(fn, "labels", labels, ndims=(4, 5))
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise TypeError(f"{fn}: labels must be an integer label map, got dtype {labels.dtype}")
+    if labels.shape[1] != 1:
+        raise ValueError(f"{fn}: labels must be (N, 1, *spatial), got {tuple(labels.shape)}")
+    values = [int(v) for v in values]
+    if not values:
+        raise ValueError(f"{fn}: values must name at least one label, got an empty list")
+    if not dtype.is_floating_point:
+        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
+    lab = torch.tensor(values, device=labels.device).view(1, -1, *([1] * (labels.dim() - 2)))
+    return (labels == lab).to(dtype)
 
 
 def _resolve(fn, pred, target, labels):

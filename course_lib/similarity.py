@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_image, check_same_shape
+from ._checks import check_image, check_same_shape, check_tensor
 
-__all__ = ["ssd", "ncc", "lncc", "mutual_information", "nmi", "as_loss",
-           "SSD", "NCC", "LNCC", "MutualInformation", "NMI", "SIMILARITIES"]
+__all__ = ["ssd", "ncc", "lncc", "mutual_information", "nmi", "soft_dice", "as_loss",
+           "SSD", "NCC", "LNCC", "MutualInformation", "NMI", "SoftDice", "SIMILARITIES"]
 
 
 def _pair(fn: str, a, b) -> None:
@@ -231,6 +231,27 @@ def nmi(a: torch.Tensor, b: torch.Tensor, bins: int = 32, sigma: float | None = 
     return ((ha + hb) / hab.clamp_min(1e-10)).mean()
 
 
+@_higher(True)
+def soft_dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Soft Dice of two stacks of label maps, averaged over labels and batch. Higher is better.
+
+    ``a``, ``b``: ``(N, L, *spatial)`` one-hot or probability maps (e.g. :func:`metrics.one_hot`
+    of the moving labels after a linear warp, and of the fixed labels). Per sample and label,
+    ``2 Σ a b / (Σ a + Σ b)``; on 0/1 maps this is exactly the Dice overlap, so
+    ``1 - soft_dice`` is the label-driven loss of weak supervision (Hu et al. 2018; Milletari et
+    al. 2016). A label absent from both maps of a sample counts as 1 (nothing to overlap).
+    """
+    fn = "soft_dice"
+    check_tensor(fn, "a", a, ndims=(4, 5), floating=True, finite=True)
+    check_tensor(fn, "b", b, ndims=(4, 5), floating=True, finite=True)
+    check_same_shape(fn, "a", a, "b", b)
+    if eps <= 0:
+        raise ValueError(f"{fn}: eps must be > 0, got {eps!r}")
+    a, b = a.flatten(2), b.flatten(2)                      # (N, L, V)
+    inter, size = (a * b).sum(-1), a.sum(-1) + b.sum(-1)
+    return ((2 * inter + eps) / (size + eps)).mean()
+
+
 def as_loss(similarity):
     """A loss to minimise from a similarity: itself if lower is better, else its negative."""
     if not callable(similarity) or not hasattr(similarity, "higher_is_better"):
@@ -284,6 +305,12 @@ class NMI(_Similarity):
     """Module twin of :func:`nmi` (higher is better)."""
     higher_is_better = True
     _fn = staticmethod(nmi)
+
+
+class SoftDice(_Similarity):
+    """Module twin of :func:`soft_dice` (higher is better; for label maps, not images)."""
+    higher_is_better = True
+    _fn = staticmethod(soft_dice)
 
 
 #: Name → function, for lessons that loop over measures.

@@ -94,6 +94,14 @@ def warp(image: torch.Tensor, displacement: torch.Tensor, mode: str = "linear",
     is_int = not image.is_floating_point()
     if is_int and mode != "nearest":
         raise TypeError(f"{fn}: integer image (dtype {image.dtype}) needs mode='nearest', got {mode!r}")
+    return _warp(image, displacement, mode, padding)
+
+
+def _warp(image: torch.Tensor, displacement: torch.Tensor, mode: str = "linear",
+          padding: str = "border") -> torch.Tensor:
+    """:func:`warp` without the input checks, for inner loops (scaling and squaring, networks)
+    whose inputs were validated once: no host-device synchronisation, friendly to ``torch.compile``."""
+    is_int = not image.is_floating_point()
     src = image.to(displacement.dtype) if is_int or image.dtype != displacement.dtype else image
     n = max(src.shape[0], displacement.shape[0])
     grid = to_normalized_grid(identity_grid(src.shape[2:], displacement.device, displacement.dtype) + displacement)
@@ -250,9 +258,14 @@ def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     check_field("integrate_velocity", "velocity", velocity)
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"integrate_velocity: steps must be a non-negative int, got {steps!r}")
+    return _integrate(velocity, steps)
+
+
+def _integrate(velocity: torch.Tensor, steps: int) -> torch.Tensor:
+    """:func:`integrate_velocity` without the input checks (see :func:`_warp`)."""
     u = velocity / (2 ** steps)
     for _ in range(steps):
-        u = u + warp(u, u)
+        u = u + _warp(u, u)
     return u
 
 

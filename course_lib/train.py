@@ -34,33 +34,55 @@ def cycle(batches) -> Iterable:
 def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float = 1e-3,
         optimizer: torch.optim.Optimizer | None = None, seed: int | None = None,
         progress: bool = True, desc: str = "train", grad_clip: float | None = None,
-        callback: Callable | None = None, callback_every: int = 0) -> dict:
+        callback: Callable | None = None, callback_every: int = 0,
+        checkpoint=None, checkpoint_every: int = 0, config=None) -> dict:
     """Train ``model`` for ``steps`` optimisation steps and return its history.
 
     Args:
         model: the module to train (set to ``train()`` mode here).
         step: ``step(model, batch) -> loss`` or ``-> (loss, {name: float})``.
         batches: an iterable of batches (cycled) or a zero-argument callable returning one.
-        steps: number of optimisation steps.
+        steps: total number of optimisation steps (including those of a resumed checkpoint).
         lr: Adam learning rate when ``optimizer`` is None.
         seed: seeds torch before training when given.
         progress: show a tqdm progress bar.
         grad_clip: clip the global gradient norm when given.
         callback: ``callback(model, step_index, history)`` every ``callback_every`` steps.
+        checkpoint: a file path. If it exists, training **resumes** from it (weights, optimizer
+            state, step count, history); the model is saved there every ``checkpoint_every``
+            steps (when > 0) and at the end, with ``config`` (the model's config dataclass).
+            A resumed run draws fresh batches: it continues the optimisation, not the exact
+            sequence of batches an uninterrupted run would have seen.
 
     Returns:
-        ``{"loss": [...], <logged names>: [...], "time": seconds}``.
+        ``{"loss": [...], <logged names>: [...], "time": seconds}`` (over all steps so far when
+        resumed).
     """
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"fit: steps must be a positive int, got {steps!r}")
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ValueError(f"fit: checkpoint_every must be a non-negative int, got {checkpoint_every!r}")
     if seed is not None:
         torch.manual_seed(seed)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     history: dict = {"loss": []}
+    start_step, elapsed = 0, 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        ckpt = load_checkpoint(checkpoint, model, opt, map_location=next(model.parameters()).device)
+        start_step = int(ckpt.get("step", 0))
+        history = dict(ckpt.get("history") or {"loss": []})
+        elapsed = float(history.pop("time", 0.0))
+        if start_step > steps:
+            raise ValueError(f"fit: checkpoint {checkpoint} is already at step {start_step} > steps={steps}")
+
+    def save(i):
+        save_checkpoint(checkpoint, model, config, opt, step=i,
+                        history={**history, "time": elapsed + time.perf_counter() - start})
+
     model.train()
     source = cycle(batches)
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
+    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
     for i in bar:
         out = step(model, next(source))
         loss, logs = (out if isinstance(out, tuple) else (out, {}))
@@ -78,7 +100,11 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
             bar.set_postfix(loss=f"{history['loss'][-1]:.4g}")
         if callback is not None and callback_every and (i + 1) % callback_every == 0:
             callback(model, i + 1, history)
-    history["time"] = time.perf_counter() - start
+        if checkpoint is not None and checkpoint_every and (i + 1) % checkpoint_every == 0 and i + 1 < steps:
+            save(i + 1)
+    if checkpoint is not None:
+        save(steps)
+    history["time"] = elapsed + time.perf_counter() - start
     model.eval()
     return history
 

@@ -2,8 +2,11 @@
 
 * ``StackedAutoencoder`` (``autoencoder.py``) — lesson 04, learned features (Wu et al.).
 * ``PatchSimilarityNet`` (``similarity_net.py``) — lesson 05, learned similarity (Cheng et al.).
+* ``AffineRegressor`` (``regressor.py``) — lessons 06-07, supervised regression, geodesic loss.
+* ``UNet`` (``unet.py``) and ``VoxelMorph`` (``voxelmorph.py``) — lessons 08-09, unsupervised,
+  diffeomorphic, weakly and dually supervised dense registration (Balakrishnan, Dalca, Hu, Fan).
 
-Later lessons add ``UNet``/``VoxelMorph`` (08), ``AffineRegressor`` (06) and ``Discriminator`` (10).
+Lesson 10 adds ``Discriminator``.
 """
 
 from __future__ import annotations
@@ -12,3 +15,5 @@ from __future__ import annotations
 from .autoencoder import SAEConfig, StackedAutoencoder  # noqa: F401
 from .regressor import AffineRegressor, RegressorConfig  # noqa: F401
 from .similarity_net import PatchSimilarityConfig, PatchSimilarityNet  # noqa: F401
+from .unet import UNet  # noqa: F401
+from .voxelmorph import VoxelMorph, VoxelMorphConfig, VoxelMorphOutput  # noqa: F401
