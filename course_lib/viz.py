@@ -19,7 +19,7 @@ import torch
 from .spatial import jacobian_determinant
 
 __all__ = ["to_slice", "show", "show_row", "overlay", "checkerboard", "plot_grid", "plot_field",
-           "plot_jacobian", "slice_viewer", "compare_viewer"]
+           "plot_jacobian", "slice_viewer", "compare_viewer", "registration_viewer"]
 
 
 def _numpy(x) -> np.ndarray:
@@ -223,6 +223,53 @@ def compare_viewer(moving, fixed, warped, size: float = 3.0):
         plt.show()
 
     controls = dict(view=widgets.ToggleButtons(options=["before", "after"], value="after"))
+    if is3d:
+        controls["position"] = widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5,
+                                                   description="slice", continuous_update=False)
+    return widgets.interactive(draw, **controls)
+
+
+def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, step: int = 4):
+    """Moving / fixed / warped / deformed grid / det J of a batch of registrations (2D or 3D).
+
+    Args:
+        moving, fixed, warped: ``(N, 1, *spatial)`` images (the same pairs).
+        displacement: ``(N, ndim, *spatial)`` fields in voxels (``warp(moving, u) = warped``).
+        step: grid line spacing of the deformation panel (voxels).
+
+    Sliders pick the pair and, for 3D, the axial slice. Returns the widget (last expression of a
+    cell displays it).
+    """
+    import ipywidgets as widgets
+    tensors = {"moving": moving, "fixed": fixed, "warped": warped, "displacement": displacement}
+    for name, x in tensors.items():
+        if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5):
+            raise ValueError(f"registration_viewer: {name} must be a (N, C, *spatial) tensor, "
+                             f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
+    n, spatial = moving.shape[0], tuple(moving.shape[2:])
+    for name, x in tensors.items():
+        if x.shape[0] != n or tuple(x.shape[2:]) != spatial:
+            raise ValueError(f"registration_viewer: {name} must have {n} pairs of spatial shape {spatial}, "
+                             f"got {tuple(x.shape)}")
+    if displacement.shape[1] != len(spatial):
+        raise ValueError(f"registration_viewer: displacement must have {len(spatial)} channels, "
+                         f"got {tuple(displacement.shape)}")
+    is3d = len(spatial) == 3
+    cpu = {k: v.detach().float().cpu() for k, v in tensors.items()}
+
+    def draw(pair=0, position=0.5):
+        i = slice(pair, pair + 1)
+        kw = dict(axis=2, index=int(round(position * (spatial[2] - 1)))) if is3d else {}
+        fig, axes = plt.subplots(1, 5, figsize=(5 * size, size * 1.1))
+        show(cpu["moving"][i], axes[0], "moving", **kw)
+        show(cpu["fixed"][i], axes[1], "fixed", **kw)
+        show(cpu["warped"][i], axes[2], "warped", **kw)
+        plot_grid(cpu["displacement"][i], axes[3], step=step, title="deformed grid", **kw)
+        plot_jacobian(cpu["displacement"][i], axes[4], **kw)
+        plt.show()
+
+    controls = dict(pair=widgets.IntSlider(min=0, max=n - 1, value=0, description="pair",
+                                           continuous_update=False))
     if is3d:
         controls["position"] = widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5,
                                                    description="slice", continuous_update=False)
