@@ -164,6 +164,42 @@ def test_pair_dataset_with_t2_contrast_gives_a_different_moving_image(axial, pai
     assert np.corrcoef(a[inside].numpy(), b[inside].numpy())[0, 1] < 0
 
 
+def test_pair_batch_matches_the_dataset_for_the_same_seed(axial, pairs):
+    """pair_batch(1, seed) is item i of a split whose seed is SPLIT_SEEDS[split] + i."""
+    for i in range(2):
+        b = data.pair_batch(1, data.SPLIT_SEEDS["test"] + i, template=axial, augment=False)
+        for key, value in b.items():
+            assert value.shape == (1, *pairs[i][key].shape), key
+            assert torch.equal(value[0], pairs[i][key]), key
+
+
+def test_pair_batch_draws_fresh_pairs_from_one_generator(axial):
+    g = torch.Generator().manual_seed(0)
+    a, b = data.pair_batch(2, g, template=axial), data.pair_batch(2, g, template=axial)
+    assert a["moving"].shape == (2, 1, 96, 112) and a["displacement"].shape == (2, 2, 96, 112)
+    assert not torch.equal(a["displacement"], b["displacement"])
+    assert not torch.equal(a["displacement"][0], a["displacement"][1])
+    again = data.pair_batch(2, torch.Generator().manual_seed(0), template=axial)
+    assert all(torch.equal(a[k], again[k]) for k in a)
+    with pytest.raises(ValueError, match="pair_batch: n must be a positive int"):
+        data.pair_batch(0)
+    with pytest.raises(ValueError, match="pair_batch: contrast must be"):
+        data.pair_batch(1, contrast="ct")
+
+
+def test_label_groups_cover_the_aal_atlas_by_lobe():
+    _, names = data.load_atlas("AAL")
+    groups = data.label_groups(names)
+    assert list(groups) == list(data.STRUCTURE_GROUPS)                   # no "other" for AAL
+    assert sorted(v for g in groups.values() for v in g) == sorted(k for k in names if k != 0)
+    assert names[groups["deep grey"][0]].startswith("Caudate")
+    assert all(names[v].startswith(("Cerebelum", "Vermis")) for v in groups["cerebellum"])
+    some = data.label_groups(names, present=[1, 2, 71])
+    assert some == {"frontal": [1, 2], "deep grey": [71]}
+    with pytest.raises(TypeError, match="label_groups: names must be a dict"):
+        data.label_groups(["Precentral_L"])
+
+
 # ----------------------------------------------------------------------------- config
 
 def test_profile_quick_and_full_sizes():
