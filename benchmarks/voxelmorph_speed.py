@@ -25,6 +25,10 @@ compare the implementations, not the settings. Timings use CUDA events after war
 
 Inputs are smooth random volumes in [0, 1] (speed does not depend on the content, and the GPU
 machine needs no course data); ``--data template`` uses simulated brain pairs instead.
+
+The script needs only torch, numpy, tqdm and (for the comparison) monai. On a machine without
+the package index, bring the wheels: ``pip download --no-deps monai tqdm -d .whl`` here, then
+``pip install --no-deps .whl/*.whl`` there.
 """
 
 from __future__ import annotations
