@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -156,3 +158,31 @@ def test_sdlogj_is_zero_for_a_uniform_scaling_and_positive_for_a_smooth_warp(ndi
     assert metrics.sdlogj(displacement).item() > 0.01
     mask = torch.ones(1, 1, *shape, dtype=torch.bool)
     assert metrics.sdlogj(displacement, mask=mask).item() == pytest.approx(metrics.sdlogj(displacement).item())
+
+
+def _hd95_whole_image(p, t, spacing):
+    # the definition, with distance transforms over the whole image (no bounding box)
+    from scipy import ndimage
+    sp_, st = (m & ~ndimage.binary_erosion(m, border_value=0) for m in (p, t))
+    d = np.concatenate([ndimage.distance_transform_edt(~st, sampling=spacing)[sp_],
+                        ndimage.distance_transform_edt(~sp_, sampling=spacing)[st]])
+    return np.percentile(d, 95)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_hd95_in_the_bounding_box_equals_the_whole_image_computation(ndim):
+    # smooth random label maps with 4 labels, some touching the image border, anisotropic spacing
+    g = torch.Generator().manual_seed(ndim)
+    shape = (20, 24, 18)[:ndim]
+    pool = torch.nn.functional.avg_pool2d if ndim == 2 else torch.nn.functional.avg_pool3d
+    a, b = (pool(torch.rand(1, 1, *shape, generator=g), 5, 1, 2) for _ in range(2))
+    a, b = ((x * 4 / x.max()).long().clamp(0, 3) for x in (a, b))
+    spacing = (1.0, 2.0, 1.5)[:ndim]
+    out = metrics.hd95(a, b, labels=[1, 2, 3], spacing=spacing)[0]
+    checked = 0
+    for j, lab in enumerate([1, 2, 3]):
+        p, t = (a[0, 0] == lab).numpy(), (b[0, 0] == lab).numpy()
+        if p.any() and t.any():
+            checked += 1
+            assert out[j].item() == pytest.approx(_hd95_whole_image(p, t, spacing), abs=1e-5)
+    assert checked >= 2, "too few labels present in both maps to compare"
