@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Profile", "profile", "device", "seed_everything", "PROFILES"]
+__all__ = ["Profile", "profile", "device", "seed_everything", "PROFILES", "course_seed", "train_seed",
+           "record_checkpoint", "CHECKPOINT_VALUES"]
+
+#: multiplier of ``COURSE_SEED`` in :func:`train_seed` (a prime, so offset seeds of different
+#: course seeds do not collide for the small seeds lessons use)
+_SEED_STRIDE = 7919
+#: the measured quantities behind each checkpoint of the running lesson (see :func:`record_checkpoint`)
+CHECKPOINT_VALUES: dict = {}
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,70 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def course_seed() -> int:
+    """The training-seed offset ``COURSE_SEED`` (an int in [0, 99]; default 0).
+
+    It changes every *training* seed of the course (initial weights, training batches, exercise
+    data) through :func:`train_seed` and :func:`seed_everything`, never the held-out pairs, so a
+    lesson re-run with another ``COURSE_SEED`` tests its claims on the same data with other
+    training runs (``benchmarks/robustness.py`` does exactly that).
+    """
+    raw = os.environ.get("COURSE_SEED", "").strip() or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"COURSE_SEED must be an integer in [0, 99], got {raw!r}") from None
+    if not 0 <= value <= 99:
+        raise ValueError(f"COURSE_SEED must be an integer in [0, 99], got {value}")
+    return value
+
+
+def train_seed(seed: int) -> int:
+    """A lesson's training seed ``seed`` offset by ``COURSE_SEED``: ``seed + 7919 * COURSE_SEED``.
+
+    Use it for everything a training run draws (``torch.manual_seed`` before building a model,
+    the generator of training batches); use plain seeds for held-out data. With the default
+    ``COURSE_SEED=0`` it returns ``seed`` unchanged. Results stay below 10**6, inside the
+    ``train`` block of :data:`course_lib.data.SPLIT_SEEDS`, for seeds below 200000.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"train_seed: seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"train_seed: seed must be >= 0, got {seed}")
+    return seed + _SEED_STRIDE * course_seed()
+
+
+def record_checkpoint(check: str, **values: float) -> None:
+    """Record the measured quantities behind checkpoint ``check`` (e.g. ``"09.1"``).
+
+    Checkpoint cells call it *before* their assertion, so the value is kept whether the checkpoint
+    passes or fails; ``benchmarks/robustness.py`` reads :data:`CHECKPOINT_VALUES` at the end of a
+    run. Values must be finite or NaN floats (ints and bools are converted).
+    """
+    if not isinstance(check, str) or not check:
+        raise TypeError(f"record_checkpoint: check must be a non-empty str, got {check!r}")
+    clean = {}
+    for name, v in values.items():
+        if isinstance(v, torch.Tensor):
+            if v.numel() != 1:
+                raise ValueError(f"record_checkpoint: {name} must be a scalar, got shape {tuple(v.shape)}")
+            v = v.item()
+        if not isinstance(v, (int, float, np.floating, np.integer)):
+            raise TypeError(f"record_checkpoint: {name} must be a number, got {type(v).__name__}")
+        clean[name] = float(v)
+    CHECKPOINT_VALUES[check] = clean
+
+
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and PyTorch (CPU and CUDA); return a CPU ``torch.Generator`` with that seed."""
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) with ``train_seed(seed)``; return a CPU
+    ``torch.Generator`` with that seed.
+
+    The seed is offset by ``COURSE_SEED`` (see :func:`course_seed`): what a lesson draws from the
+    global generators is training randomness. Held-out data uses explicit generators.
+    """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed_everything: seed must be an int, got {type(seed).__name__}")
+    seed = train_seed(seed)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -35,7 +35,7 @@ __all__ = [
     "Anatomy", "Subject", "load_mni152", "load_atlas", "template_volume", "template_slices",
     "random_velocity", "random_affine", "augment_intensity", "synthesize_subject",
     "synthesize_contrast", "PairDataset", "cache_dir", "prepare", "SPLIT_SEEDS", "ATLASES",
-    "label_groups", "STRUCTURE_GROUPS", "pair_batch",
+    "label_groups", "STRUCTURE_GROUPS", "pair_batch", "verify_cache", "cache_summaries", "REFERENCE",
 ]
 
 ATLASES = ("AAL", "AAL3", "HCPEx")
@@ -71,6 +71,89 @@ def _sha256(arrays: dict) -> str:
         h.update(k.encode())
         h.update(np.ascontiguousarray(arrays[k]).tobytes())
     return h.hexdigest()
+
+
+#: committed summaries of the course data, made on the machine the course is maintained on
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "reference_summaries.json"
+#: relative tolerance of :func:`verify_cache` (see data/README.md: rebuilt on another CPU, float
+#: results differ in the last bits; a different package version or a bug changes far more)
+VERIFY_RTOL = 1e-4
+
+
+def _summary(arrays: dict) -> dict:
+    """Per array: shape, dtype and float64 sum, sum of squares, min and max (rounding-tolerant)."""
+    out = {}
+    for k in sorted(arrays):
+        a = np.asarray(arrays[k])
+        f = a.astype(np.float64)
+        out[k] = {"shape": list(a.shape), "dtype": str(a.dtype), "sum": float(f.sum()),
+                  "sumsq": float((f * f).sum()), "min": float(f.min()) if f.size else 0.0,
+                  "max": float(f.max()) if f.size else 0.0}
+    return out
+
+
+def _entry_key(name: str, entry: dict) -> str:
+    """A machine-independent name of a cached file (pair-set file names hash the template bytes)."""
+    if not name.startswith("pairs_"):
+        return name
+    params = {k: v for k, v in entry.items() if k not in ("sha256", "summary")}
+    return "pairs " + json.dumps(params, sort_keys=True)
+
+
+def _load_cached(path: Path) -> dict:
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return {k: v.numpy() for k, v in torch.load(path, weights_only=True).items()}
+
+
+def cache_summaries() -> dict:
+    """Summaries (see :func:`verify_cache`) of every file of the cache, by machine-independent key."""
+    path = cache_dir() / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    return {_entry_key(n, e): _summary(_load_cached(cache_dir() / n))
+            for n, e in sorted(manifest.items()) if (cache_dir() / n).exists()}
+
+
+def verify_cache(reference: Path | str | None = None, rtol: float = VERIFY_RTOL) -> dict:
+    """Check the cache against the committed reference summaries, within a tolerance.
+
+    Every cached file that the reference knows must have the same arrays, shapes and dtypes, and
+    sums, sums of squares, minima and maxima equal within ``rtol`` (relative to the array's
+    magnitude). Files built on another CPU differ from ours only by floating-point rounding in the
+    last bits (different vector instructions, summation order), far below the tolerance.
+
+    Returns ``{"checked": [...], "not_cached": [...], "unknown": [...]}``; raises ``ValueError``
+    naming the file, the array and the quantity that differs.
+    """
+    ref_path = Path(reference) if reference is not None else REFERENCE
+    if not ref_path.exists():
+        raise FileNotFoundError(f"verify_cache: reference summaries not found at {ref_path}")
+    ref = json.loads(ref_path.read_text())
+    ours = cache_summaries()
+    problems = []
+    for key, arrays in ours.items():
+        if key not in ref:
+            continue
+        for name, want in ref[key].items():
+            got = arrays.get(name)
+            if got is None:
+                problems.append(f"{key}: array {name!r} missing")
+                continue
+            if got["shape"] != want["shape"] or got["dtype"] != want["dtype"]:
+                problems.append(f"{key}: {name} is {got['dtype']}{got['shape']}, expected {want['dtype']}{want['shape']}")
+                continue
+            scale = max(abs(want["min"]), abs(want["max"]), 1e-12)
+            n = max(1, int(np.prod(want["shape"])))
+            for q, tol in (("sum", rtol * scale * n), ("sumsq", rtol * scale * scale * n),
+                           ("min", rtol * scale), ("max", rtol * scale)):
+                if abs(got[q] - want[q]) > tol:
+                    problems.append(f"{key}: {name} {q} {got[q]:.9g}, expected {want[q]:.9g} (tolerance {tol:.3g})")
+    if problems:
+        raise ValueError("verify_cache: the course data differs from the reference beyond the tolerance:\n  "
+                         + "\n  ".join(problems))
+    return {"checked": sorted(k for k in ours if k in ref), "not_cached": sorted(k for k in ref if k not in ours),
+            "unknown": sorted(k for k in ours if k not in ref)}
 
 
 def _manifest_update(name: str, entry: dict) -> None:
@@ -586,11 +669,22 @@ def prepare(resolutions=(2,), atlases=("AAL",), quiet: bool = False) -> None:
 def _main(argv) -> int:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m course_lib.data")
-    ap.add_argument("command", choices=["prepare"])
+    ap.add_argument("command", choices=["prepare", "verify", "reference"],
+                    help="prepare: build the caches; verify: check them against data/reference_summaries.json; "
+                         "reference: (maintainers) write that file from the current cache")
     ap.add_argument("--full", action="store_true", help="also build the 1 mm caches (full profile)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    prepare(resolutions=(2, 1) if args.full else (2,), quiet=args.quiet)
+    if args.command == "prepare":
+        prepare(resolutions=(2, 1) if args.full else (2,), quiet=args.quiet)
+    elif args.command == "verify":
+        res = verify_cache()
+        if not args.quiet:
+            print(f"course data verified: {len(res['checked'])} cached files match the reference within "
+                  f"rtol {VERIFY_RTOL:g} ({len(res['not_cached'])} not built yet)")
+    else:
+        REFERENCE.write_text(json.dumps(cache_summaries(), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {REFERENCE}")
     return 0
 
 

@@ -13,4 +13,6 @@ echo "== unit tests"
 echo "== notebooks (nbval, quick profile)"
 "$py" -m pytest -q --nbval-lax --sanitize-with tests/nbval_sanitize.cfg \
     --nbval-cell-timeout=600 -p no:warnings notebooks
+echo "== course data against data/reference_summaries.json (tolerance: data/README.md)"
+"$py" -m course_lib.data verify
 echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"

@@ -325,3 +325,15 @@ def test_bad_label_loss_input():
         metrics.one_hot(a.long(), [1])
     with pytest.raises(ValueError, match="values must name at least one label"):
         metrics.one_hot(a[:, :1].long(), [])
+
+
+def test_flow_init_std_sets_the_head_scale_and_is_checked():
+    torch.manual_seed(0)
+    small = VoxelMorph(VoxelMorphConfig(ndim=2, encoder=(4, 4), decoder=(4, 4)))
+    torch.manual_seed(0)
+    large = VoxelMorph(VoxelMorphConfig(ndim=2, encoder=(4, 4), decoder=(4, 4), flow_init_std=1e-2))
+    assert abs(float(small.flow.weight.std()) - 1e-5) < 5e-6
+    assert abs(float(large.flow.weight.std()) - 1e-2) < 5e-3
+    for bad in (-1.0, 2.0, "a", True):
+        with pytest.raises(ValueError, match="VoxelMorphConfig: flow_init_std must be a number in \\[0, 1\\]"):
+            VoxelMorphConfig(flow_init_std=bad)

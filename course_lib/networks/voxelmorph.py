@@ -10,7 +10,10 @@ and reused for weak and dual supervision in lesson 09 and the benchmark of lesso
     fixed  ─┘                                              └─ warped = spatial.warp(moving, u)
 
 * **Flow head**: a 3-wide convolution to ``ndim`` channels initialised with weights drawn from
-  N(0, 1e-5²) and zero bias, so the untrained network predicts ``u ≈ 0``: it starts at the identity.
+  N(0, σ²) with σ = ``config.flow_init_std`` (1e-5, VoxelMorph's choice) and zero bias, so the
+  untrained network predicts ``u ≈ 0``: it starts at the identity. The gradients reaching the U-Net
+  are scaled by those weights; a larger σ (e.g. 1e-2: a random field of a few hundredths of a
+  voxel) makes short trainings take off sooner (lesson 09).
 * **Plain mode**: the head's output ``φ`` *is* the displacement, in voxels (the course convention).
 * **Diffeomorphic mode** (``config.diffeomorphic``): ``φ`` is a stationary velocity field ``v``;
   the displacement is ``exp(v)`` by scaling and squaring (:func:`course_lib.spatial.integrate_velocity`,
@@ -59,6 +62,7 @@ class VoxelMorphConfig:
         diffeomorphic: predict a stationary velocity and integrate it (Dalca et al. 2018).
         int_steps: scaling-and-squaring steps (``2**int_steps`` small steps).
         int_downsize: integrate on a grid this many times coarser (1 = full resolution).
+        flow_init_std: standard deviation of the flow head's initial weights (default 1e-5).
     """
 
     ndim: int = 2
@@ -68,6 +72,7 @@ class VoxelMorphConfig:
     diffeomorphic: bool = False
     int_steps: int = 7
     int_downsize: int = 2
+    flow_init_std: float = _FLOW_INIT_STD
 
     def __post_init__(self):
         fn = "VoxelMorphConfig"
@@ -81,6 +86,10 @@ class VoxelMorphConfig:
             raise ValueError(f"{fn}: int_steps must be a non-negative int, got {self.int_steps!r}")
         if not isinstance(self.diffeomorphic, bool):
             raise TypeError(f"{fn}: diffeomorphic must be a bool, got {type(self.diffeomorphic).__name__}")
+        v = self.flow_init_std
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ValueError(f"{fn}: flow_init_std must be a number in [0, 1], got {v!r}")
+        self.flow_init_std = float(v)
         self.encoder, self.decoder = check_widths(fn, self.encoder, self.decoder)
 
 
@@ -123,7 +132,7 @@ class VoxelMorph(nn.Module):
         self.unet = UNet(config.ndim, 2 * config.in_channels, config.encoder, config.decoder)
         conv = nn.Conv2d if config.ndim == 2 else nn.Conv3d
         self.flow = conv(self.unet.out_channels, config.ndim, 3, padding=1)
-        nn.init.normal_(self.flow.weight, std=_FLOW_INIT_STD)
+        nn.init.normal_(self.flow.weight, std=config.flow_init_std)
         nn.init.zeros_(self.flow.bias)
 
     def _check(self, fn: str, name: str, x, channels: int | None, floating: bool = True) -> None:
