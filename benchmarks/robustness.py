@@ -19,7 +19,7 @@ under ``"under_load"``.
 Results: ``benchmarks/robustness_quick_cpu.json`` (shape below) and a readable ``.md`` twin::
 
     {"machine": "...", "date": "...",
-     "lessons": {"09": {"seconds": [...], "runs": [{"seed": 0, "threads": 2}, ...],
+     "lessons": {"09": {"seconds": [...], "runs": [{"seed": 0, "threads": 2}, ...], "machine": "...", "date": "...",
                         "checkpoints": {"09.1": {"passed": 4, "runs": 4, "values": [{...}, ...],
                                                  "output_matches": 4}}}},
      "under_load": {"06": {...same shape...}}}
@@ -154,7 +154,9 @@ def fmt_values(values: list[dict]) -> str:
 
 def write_md(res: dict, path: Path) -> None:
     lines = ["# Robustness: every checkpoint over training seeds and thread counts (quick profile, CPU)", "",
-             f"Machine: {res['machine']}. Last updated {res['date']} by `benchmarks/robustness.py`.", "",
+             f"Last updated {res['date']} by `benchmarks/robustness.py` on {res['machine']}. Each lesson's row names "
+             "the machine it ran on (machines of this kind differ in speed by up to 2x; compare seconds only "
+             "within a row).", "",
              "Runs per lesson: `COURSE_SEED` 0-4 with 2 threads and seed 0 with 1 thread (seeds 0-2 for "
              "lessons over 120 s). *Values*: the range over runs of what each checkpoint measured.", ""]
     for section, title in (("lessons", "Standard runs"), ("under_load", "Under load (a second 2-thread process)")):
@@ -166,7 +168,8 @@ def write_md(res: dict, path: Path) -> None:
             lesson = res[section][nn]
             runs = ", ".join(f"s{c['seed']}/t{c['threads']}" for c in lesson["runs"])
             secs = ", ".join(f"{s:.0f}" for s in lesson["seconds"])
-            lines.append(f"| **{nn}** ({runs}; seconds {secs}) | | | |")
+            where = f"; {lesson['machine'].split(',')[0]}, {lesson['date'][:10]}" if "machine" in lesson else ""
+            lines.append(f"| **{nn}** ({runs}; seconds {secs}{where}) | | | |")
             for cid in sorted(lesson["checkpoints"], key=lambda c: [int(x) for x in c.split(".")]):
                 c = lesson["checkpoints"][cid]
                 lines.append(f"| {cid} | {c['passed']} / {c['runs']} | {c['output_matches']} / {c['runs']} | "
@@ -212,6 +215,7 @@ def main() -> int:
                 runs.append((cfg, run_once(path, cfg["seed"], cfg["threads"])))
             res["lessons"][nn] = summarize(runs)
             lesson = res["lessons"][nn]
+        lesson["machine"], lesson["date"] = machine(), time.strftime("%Y-%m-%d %H:%M")
         for cid, c in lesson["checkpoints"].items():
             print(f"{nn} {cid}: {c['passed']}/{c['runs']} passed, printed line matches {c['output_matches']}/{c['runs']}"
                   + ("" if not c["errors"] else f"  FAILED: {c['errors'][0]}"))
