@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "robustness_quick_cpu.json"
 LONG_S = 120.0
+RUN_TIMEOUT_S = 1200                 # one notebook run; the slowest (08, one thread) takes about 7 minutes
 
 _CHILD = r"""
 import json, sys, time, nbformat
@@ -49,7 +51,7 @@ probe = nbformat.v4.new_code_cell(
     "import json as _j\nfrom course_lib import config as _c\nprint('ROBUSTNESS ' + _j.dumps(_c.CHECKPOINT_VALUES))")
 nb.cells.append(probe)
 t = time.perf_counter()
-NotebookClient(nb, timeout=1800, kernel_name="python3", allow_errors=True,
+NotebookClient(nb, timeout=900, kernel_name="python3", allow_errors=True,
                resources={"metadata": {"path": sys.argv[2]}}).execute()
 wall = time.perf_counter() - t
 cells = []
@@ -93,10 +95,25 @@ def run_once(path: Path, seed: int, threads: int) -> dict:
     env.update(COURSE_SEED=str(seed), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                COURSE_PROFILE="quick", MPLBACKEND="Agg", PYTHONHASHSEED="0")
     result_file = ROOT / "benchmarks" / f".robustness_{path.stem}_{seed}_{threads}.json"
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(path.parent), str(result_file)],
-                          env=env, capture_output=True, text=True)
+    # a run can hang: once, the kernel and the client both sat idle (no CPU) for 15 minutes in the middle of
+    # lesson 08. A whole run gets RUN_TIMEOUT_S; a run that exceeds it is killed and started once more.
+    for attempt in (1, 2):
+        # its own process group, so that a hung run is killed with its kernel
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(path.parent), str(result_file)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            print(f"robustness: {path.name} seed {seed} threads {threads} exceeded {RUN_TIMEOUT_S} s "
+                  f"(attempt {attempt}); " + ("retrying" if attempt == 1 else "giving up"), flush=True)
+            if attempt == 2:
+                raise
     if proc.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"{path.name} seed {seed} threads {threads} did not run:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{path.name} seed {seed} threads {threads} did not run:\n{stderr[-3000:]}")
     res = json.loads(result_file.read_text())
     result_file.unlink()
     values = {}
