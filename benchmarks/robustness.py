@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/robustness.py                    # every lesson, the standard runs
     .venv/bin/python benchmarks/robustness.py 06 09              # some lessons (results are merged)
     .venv/bin/python benchmarks/robustness.py 06 --under-load    # once more with a busy CPU
+    .venv/bin/python benchmarks/robustness.py 07 --one-thread-seeds 0 1   # more one-thread runs
 
 The standard runs of a lesson are ``COURSE_SEED`` 0-4 with 2 threads plus seed 0 with one thread
 (``OMP_NUM_THREADS=1``: another reduction order); for a lesson whose first run takes more than
@@ -200,6 +201,8 @@ def main() -> int:
     ap.add_argument("lessons", nargs="*", help="lesson numbers (00 … 11); default: every notebook")
     ap.add_argument("--seeds", type=int, default=5, help="training seeds 0..N-1 with 2 threads (default 5)")
     ap.add_argument("--long-seeds", type=int, default=3, help="seeds for a lesson over 120 s (default 3)")
+    ap.add_argument("--one-thread-seeds", type=int, nargs="+", default=[0],
+                    help="seeds run with OMP_NUM_THREADS=1 (default: 0)")
     ap.add_argument("--under-load", action="store_true", help="run seed 0 once with a competing process")
     args = ap.parse_args()
 
@@ -228,7 +231,7 @@ def main() -> int:
             first = run_once(path, 0, 2)
             n_seeds = args.long_seeds if first["seconds"] > LONG_S else args.seeds
             runs = [({"seed": 0, "threads": 2}, first)]
-            for cfg in [{"seed": s, "threads": 2} for s in range(1, n_seeds)] + [{"seed": 0, "threads": 1}]:
+            for cfg in [{"seed": s, "threads": 2} for s in range(1, n_seeds)] + [{"seed": s, "threads": 1} for s in args.one_thread_seeds]:
                 runs.append((cfg, run_once(path, cfg["seed"], cfg["threads"])))
             res["lessons"][nn] = summarize(runs)
             lesson = res["lessons"][nn]

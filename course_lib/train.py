@@ -7,6 +7,7 @@ registration: a ``step`` function turns a batch into a loss (and optional logged
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -14,7 +15,7 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["fit", "cycle", "save_checkpoint", "load_checkpoint"]
+__all__ = ["fit", "cycle", "recalibrate_batchnorm", "save_checkpoint", "load_checkpoint"]
 
 
 def cycle(batches) -> Iterable:
@@ -109,6 +110,58 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     return history
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, forward: Callable, batches, n_batches: int = 32) -> int:
+    """Re-estimate every BatchNorm layer's running statistics with the model's **final** weights.
+
+    During training, BatchNorm keeps an exponential moving average (momentum 0.1) of batch
+    statistics computed while the weights were still changing, and uses it in ``eval()`` mode. After
+    a short training with a large learning rate, that average can lag the final weights so far that
+    the model which does well on its training batches (train mode: batch statistics) fails on the
+    same images in eval mode. This runs ``forward(model, batch)`` in train mode without gradients on
+    ``n_batches`` batches and replaces the running mean and variance by their plain average over
+    them ("precise BatchNorm"; Wu & Johnson, *Rethinking "Batch" in BatchNorm*, 2021). The
+    weights are not touched; the model is left in ``eval()`` mode.
+
+    Args:
+        model: a module with BatchNorm layers (none: nothing to do, returns 0).
+        forward: ``forward(model, batch)``: the training forward pass on one batch (its output is
+            ignored).
+        batches: an iterable of batches (cycled) or a zero-argument callable returning one, as in
+            :func:`fit`; use batches from the training distribution.
+        n_batches: how many batches to average over (>= 1).
+
+    Returns:
+        the number of BatchNorm layers recalibrated.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"recalibrate_batchnorm: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(forward):
+        raise TypeError(f"recalibrate_batchnorm: forward must be callable (model, batch) -> output, "
+                        f"got {type(forward).__name__}")
+    if not isinstance(n_batches, int) or isinstance(n_batches, bool) or n_batches < 1:
+        raise ValueError(f"recalibrate_batchnorm: n_batches must be a positive int, got {n_batches!r}")
+    norms = [m for m in model.modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        model.eval()
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                               # None: a cumulative (plain) average
+    model.train()
+    try:
+        source = cycle(batches)
+        for _ in range(n_batches):
+            forward(model, next(source))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return len(norms)
+
+
 def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, step: int = 0,
                     history: dict | None = None) -> Path:
     """Save weights with the model's config dataclass (as a dict), optimizer state and history."""
@@ -133,8 +186,19 @@ def load_checkpoint(path, model: torch.nn.Module | None = None, optimizer=None,
 
     Returns the checkpoint dict (``config`` is the saved dict: rebuild the dataclass with
     ``MyConfig(**ckpt["config"])``).
+
+    The file is read with ``torch.load(weights_only=True)``: tensors, numbers, strings and
+    containers only, so a checkpoint from elsewhere cannot run code when it is loaded.
     """
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=False)
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"load_checkpoint: path must be a str or pathlib.Path, got {type(path).__name__}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}")
+    try:
+        ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"load_checkpoint: {path} holds objects other than tensors, numbers, strings and "
+                         f"containers; refusing to unpickle them (they could run code): {err}") from err
     if model is not None:
         model.load_state_dict(ckpt["model"])
     if optimizer is not None and ckpt.get("optimizer") is not None:

@@ -1,0 +1,112 @@
+"""Unit tests for course_lib.train: BatchNorm recalibration and safe checkpoint loading."""
+
+import pytest
+import torch
+
+from course_lib import train
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.bn = torch.nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(self.lin(x))
+
+
+def _batches(n, shift=5.0, scale=3.0):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(16, 3, generator=g) * scale + shift for _ in range(n)]
+
+
+def test_recalibrate_batchnorm_matches_the_plain_average_of_batch_statistics():
+    net = _Net()
+    batches = _batches(10)
+    assert train.recalibrate_batchnorm(net, lambda m, b: m(b), batches, n_batches=10) == 1
+    with torch.no_grad():
+        h = [net.lin(b) for b in batches]
+    want_mean = torch.stack([x.mean(0) for x in h]).mean(0)
+    want_var = torch.stack([x.var(0, unbiased=True) for x in h]).mean(0)
+    assert torch.allclose(net.bn.running_mean, want_mean, atol=1e-5)
+    assert torch.allclose(net.bn.running_var, want_var, atol=1e-4)
+    assert not net.training and net.bn.momentum == 0.1          # eval mode, momentum restored
+
+
+def test_recalibrate_batchnorm_fixes_stale_running_statistics():
+    net = _Net()
+    batches = _batches(8)
+    net.bn.running_mean.fill_(-50.0)                             # stale: far from the data
+    x = batches[0]
+    net.train()
+    with torch.no_grad():
+        want = net(x)                                            # batch statistics
+    net.eval()
+    with torch.no_grad():
+        stale = (net(x) - want).abs().mean().item()
+    train.recalibrate_batchnorm(net, lambda m, b: m(b), batches)
+    with torch.no_grad():
+        fixed = (net(x) - want).abs().mean().item()
+    assert stale > 10 and fixed < 0.5, (stale, fixed)
+
+
+def test_recalibrate_batchnorm_leaves_weights_alone_and_accepts_a_callable_source():
+    net = _Net()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    g = torch.Generator().manual_seed(1)
+    train.recalibrate_batchnorm(net, lambda m, b: m(b), lambda: torch.randn(8, 3, generator=g), n_batches=3)
+    for k, v in before.items():
+        assert torch.equal(net.state_dict()[k], v), k
+
+
+def test_recalibrate_batchnorm_without_batchnorm_returns_zero():
+    net = torch.nn.Linear(3, 2)
+    assert train.recalibrate_batchnorm(net, lambda m, b: m(b), _batches(2)) == 0
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(model="net"), TypeError, "model must be a torch.nn.Module"),
+    (dict(forward=3), TypeError, "forward must be callable"),
+    (dict(n_batches=0), ValueError, "n_batches must be a positive int"),
+    (dict(n_batches=2.0), ValueError, "n_batches must be a positive int"),
+])
+def test_recalibrate_batchnorm_bad_input(kwargs, exc, words):
+    args = dict(model=_Net(), forward=lambda m, b: m(b), batches=_batches(2), n_batches=2)
+    args.update(kwargs)
+    with pytest.raises(exc, match=words):
+        train.recalibrate_batchnorm(**args)
+
+
+class _Payload:
+    # unpickling this would call os.system: a checkpoint must never get that far
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_load_checkpoint_refuses_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": _Payload()}, path)
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        train.load_checkpoint(path)
+
+
+def test_load_checkpoint_bad_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        train.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(TypeError, match="path must be a str or pathlib.Path"):
+        train.load_checkpoint(3)
+
+
+def test_checkpoint_round_trip_with_optimizer_and_history(tmp_path):
+    net = _Net()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = train.save_checkpoint(tmp_path / "n.pt", net, None, opt, step=3, history={"loss": [1.0, 0.5], "time": 2.0})
+    net2 = _Net()
+    ckpt = train.load_checkpoint(path, net2)
+    assert ckpt["step"] == 3 and ckpt["history"]["loss"] == [1.0, 0.5]
+    for k, v in net.state_dict().items():
+        assert torch.equal(net2.state_dict()[k], v)
