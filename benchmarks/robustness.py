@@ -188,6 +188,8 @@ def write_md(res: dict, path: Path) -> None:
             secs = ", ".join(f"{s:.0f}" for s in lesson["seconds"])
             where = f"; {lesson['machine'].split(',')[0]}, {lesson['date'][:10]}" if "machine" in lesson else ""
             lines.append(f"| **{nn}** ({runs}; seconds {secs}{where}) | | | |")
+            if lesson.get("note"):
+                lines.append(f"| *note* | | | {lesson['note']} |")
             for cid in sorted(lesson["checkpoints"], key=lambda c: [int(x) for x in c.split(".")]):
                 c = lesson["checkpoints"][cid]
                 lines.append(f"| {cid} | {c['passed']} / {c['runs']} | {c['output_matches']} / {c['runs']} | "
@@ -233,7 +235,7 @@ def main() -> int:
             runs = [({"seed": 0, "threads": 2}, first)]
             for cfg in [{"seed": s, "threads": 2} for s in range(1, n_seeds)] + [{"seed": s, "threads": 1} for s in args.one_thread_seeds]:
                 runs.append((cfg, run_once(path, cfg["seed"], cfg["threads"])))
-            res["lessons"][nn] = summarize(runs)
+            res["lessons"][nn] = summarize(runs)           # a fresh run replaces the lesson's entry (and any note)
             lesson = res["lessons"][nn]
         lesson["machine"], lesson["date"] = machine(), time.strftime("%Y-%m-%d %H:%M")
         for cid, c in lesson["checkpoints"].items():

@@ -6,6 +6,8 @@ tensors ``(N, 1, *spatial)``; displacement fields ``(N, ndim, *spatial)`` in vox
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -13,7 +15,8 @@ from scipy import ndimage
 from ._checks import check_field, check_tensor
 from .spatial import jacobian_determinant
 
-__all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels", "one_hot"]
+__all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels", "one_hot",
+           "SeedDifference", "robust_difference"]
 
 
 def _check_labels(fn: str, pred, target):
@@ -186,3 +189,47 @@ def _mask(fn, mask, displacement):
     if mask.shape[1] != 1 or mask.shape[2:] != displacement.shape[2:]:
         raise ValueError(f"{fn}: mask must be (N, 1, {', '.join(map(str, displacement.shape[2:]))}), got {tuple(mask.shape)}")
     return mask[:, 0].bool()
+
+
+# --------------------------------------------------------------------------- comparing trained recipes over seeds
+
+
+class SeedDifference(NamedTuple):
+    """Result of :func:`robust_difference`."""
+    difference: float       # mean(a) - mean(b)
+    pooled_sd: float        # sqrt((var(a) + var(b)) / 2), sample variances over seeds
+    robust: bool            # |difference| > k * pooled_sd
+
+
+def robust_difference(a, b, k: float = 2.0) -> SeedDifference:
+    """Compare two training recipes from one number per seed (e.g. each seed's mean held-out Dice).
+
+    The course's rule: a difference between recipes is *robust* only when the difference of the
+    seed means exceeds ``k`` (default 2) times the pooled seed standard deviation. With three
+    seeds this is a rough rule, not a significance test; it guards against reading one lucky or
+    unlucky run as an effect.
+
+    Args:
+        a, b: per-seed values (sequences or 1D arrays/tensors), at least 2 each, finite.
+        k: the margin in pooled standard deviations (> 0).
+    """
+    fn = "robust_difference"
+    vals = []
+    for name, x in (("a", a), ("b", b)):
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        try:
+            arr = np.asarray(x, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}") from err
+        if arr.ndim != 1 or arr.size < 2:
+            raise ValueError(f"{fn}: {name} must be 1D with at least 2 values (one per seed), got shape {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{fn}: {name} contains NaN or Inf: {arr.tolist()}")
+        vals.append(arr)
+    if not isinstance(k, (int, float)) or isinstance(k, bool) or not k > 0:
+        raise ValueError(f"{fn}: k must be a positive number, got {k!r}")
+    a, b = vals
+    diff = float(a.mean() - b.mean())
+    pooled = float(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2))
+    return SeedDifference(diff, pooled, abs(diff) > k * pooled)

@@ -186,3 +186,36 @@ def test_hd95_in_the_bounding_box_equals_the_whole_image_computation(ndim):
             checked += 1
             assert out[j].item() == pytest.approx(_hd95_whole_image(p, t, spacing), abs=1e-5)
     assert checked >= 2, "too few labels present in both maps to compare"
+
+
+# --------------------------------------------------------------------------- robust_difference
+
+
+def test_robust_difference_values():
+    a, b = [1.0, 2.0, 3.0], [5.0, 6.0, 7.0]
+    r = metrics.robust_difference(a, b)
+    assert r.difference == pytest.approx(-4.0)
+    assert r.pooled_sd == pytest.approx(1.0)
+    assert r.robust                                          # 4 > 2 * 1
+    assert not metrics.robust_difference(a, b, k=5).robust    # 4 < 5 * 1
+    d, sd, robust = metrics.robust_difference(torch.tensor([0.1, 0.3]), np.array([0.2, 0.2]))
+    assert d == pytest.approx(0.0, abs=1e-6) and not robust and sd > 0
+
+
+def test_robust_difference_is_antisymmetric():
+    a, b = [0.81, 0.83, 0.80], [0.78, 0.79, 0.75]
+    r1, r2 = metrics.robust_difference(a, b), metrics.robust_difference(b, a)
+    assert r1.difference == pytest.approx(-r2.difference)
+    assert r1.pooled_sd == pytest.approx(r2.pooled_sd) and r1.robust == r2.robust
+
+
+@pytest.mark.parametrize("a, b, k, exc, words", [
+    ([1.0], [1.0, 2.0], 2.0, ValueError, "a must be 1D with at least 2 values"),
+    ([1.0, 2.0], [[1.0, 2.0]], 2.0, ValueError, "b must be 1D"),
+    ([1.0, float("nan")], [1.0, 2.0], 2.0, ValueError, "a contains NaN"),
+    ([1.0, 2.0], ["x", "y"], 2.0, TypeError, "b must be a sequence of numbers"),
+    ([1.0, 2.0], [1.0, 2.0], 0, ValueError, "k must be a positive number"),
+])
+def test_robust_difference_bad_input(a, b, k, exc, words):
+    with pytest.raises(exc, match=words):
+        metrics.robust_difference(a, b, k=k)
