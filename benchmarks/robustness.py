@@ -203,8 +203,8 @@ def main() -> int:
     ap.add_argument("lessons", nargs="*", help="lesson numbers (00 … 11); default: every notebook")
     ap.add_argument("--seeds", type=int, default=5, help="training seeds 0..N-1 with 2 threads (default 5)")
     ap.add_argument("--long-seeds", type=int, default=3, help="seeds for a lesson over 120 s (default 3)")
-    ap.add_argument("--one-thread-seeds", type=int, nargs="+", default=[0],
-                    help="seeds run with OMP_NUM_THREADS=1 (default: 0)")
+    ap.add_argument("--one-thread-seeds", type=int, nargs="*", default=[0],
+                    help="seeds run with OMP_NUM_THREADS=1 (default: 0; none when the option is given without a value)")
     ap.add_argument("--under-load", action="store_true", help="run seed 0 once with a competing process")
     args = ap.parse_args()
 
