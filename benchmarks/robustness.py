@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/robustness.py 06 09              # some lessons (results are merged)
     .venv/bin/python benchmarks/robustness.py 06 --under-load    # once more with a busy CPU
     .venv/bin/python benchmarks/robustness.py 07 --one-thread-seeds 0 1   # more one-thread runs
+    .venv/bin/python benchmarks/robustness.py 08 --resume        # reuse the runs an interrupted call finished
 
 The standard runs of a lesson are ``COURSE_SEED`` 0-4 with 2 threads plus seed 0 with one thread
 (``OMP_NUM_THREADS=1``: another reduction order); for a lesson whose first run takes more than
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "robustness_quick_cpu.json"
 LONG_S = 120.0
 RUN_TIMEOUT_S = 1200                 # one notebook run; the slowest (08, one thread) takes about 7 minutes
+CELL_TIMEOUT_S = 600                 # one cell; the slowest (08's supervised training, one thread) takes about 2 minutes
 
 _CHILD = r"""
 import json, sys, time, nbformat
@@ -52,7 +54,7 @@ probe = nbformat.v4.new_code_cell(
     "import json as _j\nfrom course_lib import config as _c\nprint('ROBUSTNESS ' + _j.dumps(_c.CHECKPOINT_VALUES))")
 nb.cells.append(probe)
 t = time.perf_counter()
-NotebookClient(nb, timeout=900, kernel_name="python3", allow_errors=True,
+NotebookClient(nb, timeout=int(sys.argv[4]), kernel_name="python3", allow_errors=True,
                resources={"metadata": {"path": sys.argv[2]}}).execute()
 wall = time.perf_counter() - t
 cells = []
@@ -96,25 +98,32 @@ def run_once(path: Path, seed: int, threads: int) -> dict:
     env.update(COURSE_SEED=str(seed), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                COURSE_PROFILE="quick", MPLBACKEND="Agg", PYTHONHASHSEED="0")
     result_file = ROOT / "benchmarks" / f".robustness_{path.stem}_{seed}_{threads}.json"
-    # a run can hang: once, the kernel and the client both sat idle (no CPU) for 15 minutes in the middle of
-    # lesson 08. A whole run gets RUN_TIMEOUT_S; a run that exceeds it is killed and started once more.
+    # a run can hang: twice, the kernel and the client both sat idle (no CPU) in the middle of lesson 08, as if
+    # a kernel message had been lost. A cell gets CELL_TIMEOUT_S and a whole run RUN_TIMEOUT_S; a run that
+    # exceeds either, or dies, is killed with its kernel and started once more.
     for attempt in (1, 2):
         # its own process group, so that a hung run is killed with its kernel
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(path.parent), str(result_file)],
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(path.parent), str(result_file),
+                                 str(CELL_TIMEOUT_S)],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         try:
             _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
-            break
+            problem = None if proc.returncode == 0 and result_file.exists() else f"exit status {proc.returncode}"
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            print(f"robustness: {path.name} seed {seed} threads {threads} exceeded {RUN_TIMEOUT_S} s "
-                  f"(attempt {attempt}); " + ("retrying" if attempt == 1 else "giving up"), flush=True)
-            if attempt == 2:
-                raise
-    if proc.returncode != 0 or not result_file.exists():
-        raise RuntimeError(f"{path.name} seed {seed} threads {threads} did not run:\n{stderr[-3000:]}")
+            _, stderr = proc.communicate()
+            problem = f"exceeded {RUN_TIMEOUT_S} s"
+        if problem is None:
+            break
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)          # the kernel may outlive a client that died
+        except ProcessLookupError:
+            pass
+        print(f"robustness: {path.name} seed {seed} threads {threads}: {problem} (attempt {attempt}); "
+              + ("retrying" if attempt == 1 else "giving up"), flush=True)
+        if attempt == 2:
+            raise RuntimeError(f"{path.name} seed {seed} threads {threads} did not run:\n{(stderr or '')[-3000:]}")
     res = json.loads(result_file.read_text())
     result_file.unlink()
     values = {}
@@ -131,6 +140,26 @@ def run_once(path: Path, seed: int, threads: int) -> dict:
                        "values": values.get(cid, {}),
                        "output_matches": cell["error"] is None and cell["text"] == stored.get(cid)}
     return {"seconds": round(res["seconds"], 1), "checks": checks}
+
+
+def partial_file(nn: str, under_load: bool) -> Path:
+    # the finished runs of a lesson, saved after each run so that an interrupted call loses at most one
+    return ROOT / "benchmarks" / f".robustness_partial_{nn}{'_load' if under_load else ''}.json"
+
+
+def cached_run(nn: str, cfg: dict, path: Path, under_load: bool, resume: bool) -> dict:
+    # run_once for one configuration, or its saved result when resuming
+    store = partial_file(nn, under_load)
+    saved = json.loads(store.read_text()) if store.exists() else []
+    if resume:
+        for c, r in saved:
+            if c == cfg:
+                print(f"robustness: {nn} {cfg}: reusing the saved run ({r['seconds']} s)", flush=True)
+                return r
+    r = run_once(path, cfg["seed"], cfg["threads"])
+    saved = [(c, x) for c, x in saved if c != cfg] + [(cfg, r)]
+    store.write_text(json.dumps(saved) + "\n")
+    return r
 
 
 def summarize(runs: list[tuple[dict, dict]]) -> dict:
@@ -206,6 +235,8 @@ def main() -> int:
     ap.add_argument("--one-thread-seeds", type=int, nargs="*", default=[0],
                     help="seeds run with OMP_NUM_THREADS=1 (default: 0; none when the option is given without a value)")
     ap.add_argument("--under-load", action="store_true", help="run seed 0 once with a competing process")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the runs of an interrupted call (saved after each run) instead of running them again")
     args = ap.parse_args()
 
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -220,23 +251,29 @@ def main() -> int:
     for path in notebooks:
         nn = path.name[:2]
         if args.under_load:
-            load = subprocess.Popen([sys.executable, "-c", _LOAD, "3600"])
-            try:
-                time.sleep(2)
-                runs = [({"seed": 0, "threads": 2, "load": "second 2-thread torch process"},
-                         run_once(path, 0, 2))]
-            finally:
-                load.kill()
+            cfg = {"seed": 0, "threads": 2, "load": "second 2-thread torch process"}
+            saved = partial_file(nn, True)
+            if args.resume and saved.exists() and any(c == cfg for c, _ in json.loads(saved.read_text())):
+                runs = [(cfg, cached_run(nn, cfg, path, True, True))]
+            else:
+                load = subprocess.Popen([sys.executable, "-c", _LOAD, "3600"])
+                try:
+                    time.sleep(2)
+                    runs = [(cfg, cached_run(nn, cfg, path, True, False))]
+                finally:
+                    load.kill()
             res.setdefault("under_load", {})[nn] = summarize(runs)
             lesson = res["under_load"][nn]
         else:
-            first = run_once(path, 0, 2)
+            first_cfg = {"seed": 0, "threads": 2}
+            first = cached_run(nn, first_cfg, path, False, args.resume)
             n_seeds = args.long_seeds if first["seconds"] > LONG_S else args.seeds
-            runs = [({"seed": 0, "threads": 2}, first)]
+            runs = [(first_cfg, first)]
             for cfg in [{"seed": s, "threads": 2} for s in range(1, n_seeds)] + [{"seed": s, "threads": 1} for s in args.one_thread_seeds]:
-                runs.append((cfg, run_once(path, cfg["seed"], cfg["threads"])))
+                runs.append((cfg, cached_run(nn, cfg, path, False, args.resume)))
             res["lessons"][nn] = summarize(runs)           # a fresh run replaces the lesson's entry (and any note)
             lesson = res["lessons"][nn]
+        partial_file(nn, args.under_load).unlink(missing_ok=True)
         lesson["machine"], lesson["date"] = machine(), time.strftime("%Y-%m-%d %H:%M")
         for cid, c in lesson["checkpoints"].items():
             print(f"{nn} {cid}: {c['passed']}/{c['runs']} passed, printed line matches {c['output_matches']}/{c['runs']}"
