@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import check_int, check_number
 from ..train import fit
 
 __all__ = ["SAEConfig", "StackedAutoencoder", "train_sae"]
@@ -72,6 +73,8 @@ class SAEConfig:
 
     def __post_init__(self):
         fn = "SAEConfig"
+        if not isinstance(self.hidden, (list, tuple)):
+            raise ValueError(f"{fn}: hidden must be a sequence of positive ints, got {self.hidden!r}")
         self.hidden = tuple(self.hidden)
         for name in ("input_size", "code_size"):
             v = getattr(self, name)
@@ -86,8 +89,8 @@ class SAEConfig:
         if self.sparsity == "kl" and self.activation == "relu":
             raise ValueError(f"{fn}: sparsity='kl' needs activation 'sigmoid' or 'tanh' (values in a "
                              f"bounded range), got activation={self.activation!r}; use sparsity='l1'")
-        if self.sparsity_weight < 0:
-            raise ValueError(f"{fn}: sparsity_weight must be >= 0, got {self.sparsity_weight!r}")
+        check_number(fn, "sparsity_weight", self.sparsity_weight, minimum=0)
+        check_number(fn, "sparsity_target", self.sparsity_target)
         if not 0 < self.sparsity_target < 1:
             raise ValueError(f"{fn}: sparsity_target must be in (0, 1), got {self.sparsity_target!r}")
 
@@ -136,6 +139,8 @@ class StackedAutoencoder(nn.Module):
             raise ValueError(f"StackedAutoencoder.{fn}: patches must be (P, {self.config.input_size}) or "
                              f"(P, C, *patch), got shape {tuple(x.shape)}")
         x = x.flatten(1)                                              # (P, F)
+        if x.numel() == 0:
+            raise ValueError(f"StackedAutoencoder.{fn}: patches must not be empty, got shape {tuple(x.shape)}")
         if x.shape[1] != self.config.input_size:
             raise ValueError(f"StackedAutoencoder.{fn}: patches must have {self.config.input_size} "
                              f"features per patch (input_size), got {x.shape[1]} (shape {tuple(x.shape)})")
@@ -152,7 +157,7 @@ class StackedAutoencoder(nn.Module):
         """Codes ``(P, code_size)`` of ``patches`` ``(P, F)`` (or the level-``depth`` activations
         ``(P, widths[depth])`` after the first ``depth`` encoder layers)."""
         h = self._check("encode", patches)
-        depth = self.n_layers if depth is None else depth
+        depth = self.n_layers if depth is None else check_int("StackedAutoencoder.encode", "depth", depth)
         if not 0 <= depth <= self.n_layers:
             raise ValueError(f"StackedAutoencoder.encode: depth must be in [0, {self.n_layers}], got {depth}")
         for enc in self.encoders[:depth]:
@@ -161,9 +166,16 @@ class StackedAutoencoder(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Reconstructed patches ``(P, F)`` from codes ``(P, code_size)``."""
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.shape[1] != self.config.code_size:
-            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-            raise ValueError(f"StackedAutoencoder.decode: codes must be (P, {self.config.code_size}), got {shape}")
+        fn = "StackedAutoencoder.decode"
+        if not isinstance(codes, torch.Tensor):
+            raise TypeError(f"{fn}: codes must be a torch.Tensor, got {type(codes).__name__}")
+        if codes.dim() != 2 or codes.shape[1] != self.config.code_size or codes.shape[0] == 0:
+            raise ValueError(f"{fn}: codes must be (P, {self.config.code_size}), got {tuple(codes.shape)}")
+        dtype = self.encoders[0][0].weight.dtype
+        if codes.dtype != dtype:
+            raise TypeError(f"{fn}: codes must have dtype {dtype} (the weights' dtype), got {codes.dtype}")
+        if not bool(torch.isfinite(codes).all()):
+            raise ValueError(f"{fn}: codes contain NaN or Inf values")
         h = codes
         for dec in reversed(self.decoders):
             h = dec(h)
@@ -194,8 +206,10 @@ class StackedAutoencoder(nn.Module):
         ``h = encode(patches, depth=k)`` (no gradient), ``z = encoder_k(h)``,
         ``loss = mean((decoder_k(z) - h)²) + β · sparsity(z)``. Returns ``(loss, {"mse", "sparsity"})``.
         """
-        if not isinstance(k, int) or not 0 <= k < self.n_layers:
+        k = check_int("StackedAutoencoder.layer_loss", "k", k)
+        if not 0 <= k < self.n_layers:
             raise ValueError(f"StackedAutoencoder.layer_loss: k must be an int in [0, {self.n_layers - 1}], got {k!r}")
+        self._check("layer_loss", patches)
         with torch.no_grad():
             h = self.encode(patches, depth=k)                       # (P, widths[k])
         z = self.encoders[k](h)                                     # (P, widths[k+1])
@@ -213,7 +227,8 @@ class StackedAutoencoder(nn.Module):
 
     def layerwise_parameters(self, k: int) -> list[nn.Parameter]:
         """The parameters trained in greedy stage ``k``: encoder ``k`` and decoder ``k``."""
-        if not isinstance(k, int) or not 0 <= k < self.n_layers:
+        k = check_int("StackedAutoencoder.layerwise_parameters", "k", k)
+        if not 0 <= k < self.n_layers:
             raise ValueError(f"StackedAutoencoder.layerwise_parameters: k must be an int in "
                              f"[0, {self.n_layers - 1}], got {k!r}")
         return [*self.encoders[k].parameters(), *self.decoders[k].parameters()]
@@ -239,6 +254,16 @@ def train_sae(model: StackedAutoencoder, batches, layer_steps: int, finetune_ste
     Returns:
         ``{"layer0": history, …, "finetune": history}`` (histories of :func:`fit`).
     """
+    fn = "train_sae"
+    if not isinstance(model, StackedAutoencoder):
+        raise TypeError(f"{fn}: model must be a StackedAutoencoder, got {type(model).__name__}")
+    layer_steps = check_int(fn, "layer_steps", layer_steps, minimum=0)
+    finetune_steps = check_int(fn, "finetune_steps", finetune_steps, minimum=0)
+    check_number(fn, "lr", lr, minimum=0, positive=True)
+    check_number(fn, "finetune_lr", finetune_lr, minimum=0, positive=True, optional=True)
+    check_int(fn, "seed", seed, optional=True)
+    if callable(batches) is False and not hasattr(batches, "__iter__"):
+        raise TypeError(f"{fn}: batches must be an iterable of patch batches or a callable, got {type(batches).__name__}")
     histories = {}
     if layer_steps > 0:
         for k in range(model.n_layers):
