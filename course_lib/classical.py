@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import (check_callable, check_field, check_image, check_int, check_number, check_option,
-                      check_same_shape, check_size, check_tensor)
+                      check_same_shape, check_size, check_tensor, promote)
 from .regularizers import diffusion
 from .similarity import _as_loss, ssd
 from .spatial import (_check_matrix, _rotation_matrix, affine_to_displacement, compose, gaussian_blur,
@@ -113,14 +113,14 @@ def params_to_matrix(theta: torch.Tensor, model: str, shape) -> torch.Tensor:
     return _params_to_matrix("params_to_matrix", theta, model, shape)
 
 
-def _params_to_matrix(fn: str, theta, model: str, shape, check: bool = True) -> torch.Tensor:
+def _params_to_matrix(fn: str, theta, model: str, shape, check: bool = True, name: str = "theta") -> torch.Tensor:
     if check:
         check_option(fn, "model", model, MODELS)
         shape = check_size(fn, "shape", shape, (2, 3))
-        check_tensor(fn, "theta", theta, ndims=(2,), floating=True, finite=True, nonempty=True)
+        check_tensor(fn, name, theta, ndims=(2,), floating=True, finite=True, nonempty=True)
         k = n_params(model, len(shape))
         if theta.shape[1] != k:
-            raise ValueError(f"{fn}: theta must be (N, {k}) for model={model!r} in {len(shape)}D, "
+            raise ValueError(f"{fn}: {name} must be (N, {k}) for model={model!r} in {len(shape)}D, "
                              f"got {tuple(theta.shape)}")
     ndim = len(shape)
     n = theta.shape[0]
@@ -157,6 +157,8 @@ def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, m
         lr: Adam learning rate (parameters are scaled so that one rate fits all, see
             :func:`params_to_matrix`).
         init: optional initial voxel matrix ``(N, ndim+1, ndim+1)``; the result is ``init @ T_θ``.
+            It is cast to the dtype of the optimisation: that of the images (promoted if
+            ``moving`` and ``fixed`` differ, see the dtype policy of :mod:`course_lib._checks`).
 
     Returns:
         :class:`AffineResult` with the final matrix and the loss history.
@@ -165,6 +167,7 @@ def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, m
     check_image(fn, "moving", moving)
     check_image(fn, "fixed", fixed)
     check_same_shape(fn, "moving", moving, "fixed", fixed)
+    moving, fixed = promote(moving, fixed)
     check_option(fn, "model", model, MODELS)
     loss_fn = _as_loss(fn, similarity)
     shape = tuple(fixed.shape[2:])
@@ -308,7 +311,7 @@ def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,
         diffeomorphic: treat the field as a stationary velocity and integrate it
             (``spatial.integrate_velocity``), which keeps the map invertible.
         init: optional initial displacement ``(N, ndim, *spatial)`` (e.g. from an affine
-            registration); the result is ``compose(init, u)``.
+            registration), cast to the images' dtype; the result is ``compose(init, u)``.
 
     Returns:
         :class:`DenseResult`.
@@ -317,6 +320,7 @@ def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,
     check_image(fn, "moving", moving)
     check_image(fn, "fixed", fixed)
     check_same_shape(fn, "moving", moving, "fixed", fixed)
+    moving, fixed = promote(moving, fixed)
     check_option(fn, "model", model, ("displacement", "bspline"))
     spacing = check_int(fn, "spacing", spacing, minimum=1)
     loss_fn = _as_loss(fn, similarity)

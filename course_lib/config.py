@@ -75,7 +75,7 @@ def profile(name: str | None = None) -> Profile:
     if name is None:
         name = os.environ.get("COURSE_PROFILE") or ("full" if torch.cuda.is_available() else "quick")
     elif not isinstance(name, str):
-        raise TypeError(f"profile: name must be a str ('quick' or 'full') or None, got {type(name).__name__}")
+        raise ValueError(f"profile: name must be one of {sorted(PROFILES)} or None, got {name!r}")
     name = name.strip().lower()
     if name not in PROFILES:
         raise ValueError(

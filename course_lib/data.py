@@ -352,9 +352,9 @@ def template_volume(resolution: int = 2, size=None, atlas: str = "AAL") -> Anato
     resolution = _check_resolution(fn, resolution)
     check_option(fn, "atlas", atlas, ATLASES)
     default_size, start = _CROPS[resolution]
-    if size is not None and hasattr(size, "__len__") and len(size) != 3:
-        raise ValueError(f"{fn}: size must be (D, H, W), got {tuple(size)}")
-    size = check_size(fn, "size", size, 3) if size is not None else default_size
+    size = check_size(fn, "size", size) if size is not None else default_size
+    if len(size) != 3:
+        raise ValueError(f"{fn}: size must be (D, H, W), got {size}")
     start = [a - (s - d) // 2 for a, s, d in zip(start, size, default_size)]
     arrays = load_mni152(resolution)
     labels, _ = load_atlas(atlas, resolution)
@@ -373,9 +373,9 @@ def template_slices(axis: str = "axial", index: int | None = None, size=(96, 112
     """
     fn = "template_slices"
     check_option(fn, "axis", axis, tuple(_SLICE_INDEX))
-    if hasattr(size, "__len__") and not isinstance(size, str) and len(size) != 2:
-        raise ValueError(f"{fn}: size must be (H, W), got {tuple(size)}")
-    size = check_size(fn, "size", size, 2)
+    size = check_size(fn, "size", size)
+    if len(size) != 2:
+        raise ValueError(f"{fn}: size must be (H, W), got {size}")
     index = check_int(fn, "index", index, optional=True)
     check_option(fn, "atlas", atlas, ATLASES)
     through = {"axial": 2, "coronal": 1, "sagittal": 0}[axis]
@@ -475,9 +475,9 @@ def random_affine(shape, generator=0, rotation: float = 10.0, translation: float
     ``±translation`` voxels, log-scales in ``±scale``, shears in ``±shear``.
     """
     fn = "random_affine"
-    if hasattr(shape, "__len__") and not isinstance(shape, str) and len(shape) not in (2, 3):
-        raise ValueError(f"{fn}: shape must have 2 or 3 sizes, got {tuple(shape)}")
-    shape = check_size(fn, "shape", shape, (2, 3))
+    shape = check_size(fn, "shape", shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{fn}: shape must have 2 or 3 sizes, got {shape}")
     ndim = len(shape)
     for name, v in (("rotation", rotation), ("translation", translation), ("scale", scale), ("shear", shear)):
         check_number(fn, name, v, minimum=0)
@@ -513,7 +513,10 @@ def augment_intensity(image: torch.Tensor, generator=0, gamma: float = 0.3, bias
     for name, v in (("gamma", gamma), ("bias", bias), ("noise", noise)):
         check_number(fn, name, v, minimum=0)
     if mask is not None:
-        check_tensor(fn, "mask", mask, ndims=(image.dim(),), finite=True)
+        check_tensor(fn, "mask", mask, finite=True)
+        if mask.dim() != image.dim():
+            raise ValueError(f"{fn}: mask must have the {image.dim()} dimensions of image {tuple(image.shape)}, "
+                             f"got shape {tuple(mask.shape)}")
         if (mask.shape[0] not in (1, image.shape[0]) or mask.shape[1] not in (1, image.shape[1])
                 or mask.shape[2:] != image.shape[2:]):
             raise ValueError(f"{fn}: mask must be (N or 1, 1, {', '.join(map(str, image.shape[2:]))}) for image "

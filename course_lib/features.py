@@ -3,7 +3,8 @@
 Introduced in lesson 03 and reused by lesson 04 (learned descriptors plug into the same matching).
 Points are ``(P, ndim)`` float voxel coordinates of one image (no batch axis), in the course's
 axis order. Point sets and descriptors of different floating dtypes are promoted to their common
-dtype (the dtype policy of :mod:`course_lib._checks`). A match pairs a *fixed*-image point with a *moving*-image point, so the backward map
+dtype (the dtype policy of :mod:`course_lib._checks`); patches and descriptors sampled from an
+image keep the image's dtype, as :func:`course_lib.spatial.warp` does. A match pairs a *fixed*-image point with a *moving*-image point, so the backward map
 of the course sends fixed points to moving points: ``ransac_affine(fixed_pts, moving_pts)`` returns
 a ``moving_from_fixed`` matrix for ``spatial.warp_affine``, and :func:`tps_displacement` turns
 ``moving_pts - fixed_pts`` at the fixed points into a dense backward displacement.
@@ -191,7 +192,7 @@ def _check_pairs(fn: str, src, dst) -> tuple[int, int]:
     if ndim not in (2, 3):
         raise ValueError(f"{fn}: src and dst must be (P, 2) or (P, 3) points, got {tuple(src.shape)}")
     if p < ndim + 1:
-        raise ValueError(f"{fn}: need at least {ndim + 1} point pairs in {ndim}D, got {p}")
+        raise ValueError(f"{fn}: src and dst need at least {ndim + 1} point pairs in {ndim}D, got {p}")
     return p, ndim
 
 

@@ -6,6 +6,7 @@ tensors ``(N, 1, *spatial)``; displacement fields ``(N, ndim, *spatial)`` in vox
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -222,7 +223,8 @@ def sdlogj(displacement: torch.Tensor, mask: torch.Tensor | None = None, eps: fl
 def _mask(fn, mask, displacement):
     check_tensor(fn, "mask", mask, ndims=(displacement.dim(),), finite=True)
     if mask.shape[1] != 1 or mask.shape[2:] != displacement.shape[2:]:
-        raise ValueError(f"{fn}: mask must be (N, 1, {', '.join(map(str, displacement.shape[2:]))}), got {tuple(mask.shape)}")
+        raise ValueError(f"{fn}: mask must be (N, 1, {', '.join(map(str, displacement.shape[2:]))}) like "
+                         f"displacement {tuple(displacement.shape)}, got {tuple(mask.shape)}")
     check_batch(fn, "mask", mask, displacement.shape[0], "displacement")
     return mask[:, 0].bool()
 
@@ -254,6 +256,8 @@ def robust_difference(a, b, k: float = 2.0) -> SeedDifference:
     for name, x in (("a", a), ("b", b)):
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
+        if x is None or isinstance(x, (str, bytes, numbers.Number)):
+            raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}")
         try:
             arr = np.asarray(x, dtype=float)
         except (TypeError, ValueError) as err:

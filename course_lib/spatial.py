@@ -236,12 +236,14 @@ def rigid_matrix(angles: torch.Tensor, translation: torch.Tensor, center) -> tor
     return torch.cat([top, bottom], dim=1)
 
 
-def _check_matrix(fn: str, matrix: torch.Tensor, ndim: int | None = None) -> int:
+def _check_matrix(fn: str, matrix: torch.Tensor, ndim: int | None = None, of: str = "") -> int:
+    """A batch of homogeneous matrices ``(N, d+1, d+1)``, ``d`` 2 or 3 (= ``ndim`` if given, the
+    number of spatial axes of ``of``, e.g. ``"image (1, 1, 5, 6, 7)"``, named in the message)."""
     check_tensor(fn, "matrix", matrix, ndims=(3,), floating=True, finite=True, nonempty=True)
     d = matrix.shape[-1] - 1
     if matrix.shape[-2] != d + 1 or d not in (2, 3) or (ndim is not None and d != ndim):
         want = f"(N, {ndim + 1}, {ndim + 1})" if ndim else "(N, 3, 3) or (N, 4, 4)"
-        raise ValueError(f"{fn}: matrix must be {want}, got {tuple(matrix.shape)}")
+        raise ValueError(f"{fn}: matrix must be {want}{' for ' + of if of else ''}, got {tuple(matrix.shape)}")
     return d
 
 
@@ -268,7 +270,7 @@ def warp_affine(image: torch.Tensor, matrix: torch.Tensor, mode: str = "linear",
     check_option(fn, "mode", mode, _MODES)
     check_option(fn, "padding", padding, _PADDINGS)
     check_image(fn, "image", image, floating=False)
-    _check_matrix(fn, matrix, image.dim() - 2)
+    _check_matrix(fn, matrix, image.dim() - 2, f"image {tuple(image.shape)}")
     if matrix.shape[0] != image.shape[0] and 1 not in (matrix.shape[0], image.shape[0]):
         raise ValueError(f"{fn}: image and matrix must have the same batch size (or one of them 1), "
                          f"got {image.shape[0]} and {matrix.shape[0]}")
@@ -417,8 +419,8 @@ def transform_points(points: torch.Tensor, displacement: torch.Tensor) -> torch.
     points, displacement = promote(points, displacement)
     ndim = displacement.shape[1]
     if points.shape[-1] != ndim or points.shape[0] not in (1, displacement.shape[0]):
-        raise ValueError(f"{fn}: points must be (N, P, {ndim}) with N = {displacement.shape[0]}, "
-                         f"got {tuple(points.shape)}")
+        raise ValueError(f"{fn}: points must be (N, P, {ndim}) with N = 1 or {displacement.shape[0]} (the batch "
+                         f"of displacement {tuple(displacement.shape)}), got {tuple(points.shape)}")
     n = displacement.shape[0]
     pts = points.expand(n, -1, -1).to(displacement.dtype)
     coords = pts.transpose(1, 2).reshape(n, ndim, -1, *([1] * (ndim - 1)))   # (N, ndim, P, 1[, 1])

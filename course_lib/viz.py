@@ -54,6 +54,11 @@ def to_slice(x, axis: int = 2, index: int | None = None, channel: int = 0) -> np
 
 def _slice(fn: str, name: str, x, axis: int = 2, index: int | None = None, channel: int = 0) -> np.ndarray:
     """:func:`to_slice`, errors named after the public function ``fn`` and its argument ``name``."""
+    axis = check_int(fn, "axis", axis)
+    if axis not in (0, 1, 2):
+        raise ValueError(f"{fn}: axis must be 0, 1 or 2, got {axis}")
+    index = check_int(fn, "index", index, minimum=0, optional=True)
+    channel = check_int(fn, "channel", channel, minimum=0)
     a = _numpy(x, fn, name)
     if a.ndim not in (2, 3, 4, 5):
         raise ValueError(f"{fn}: {name} must be a 2D/3D image or an (N, C, ...) batch, got shape {a.shape}")
@@ -61,9 +66,6 @@ def _slice(fn: str, name: str, x, axis: int = 2, index: int | None = None, chann
         channel = check_int(fn, "channel", channel, minimum=0, maximum=a.shape[1] - 1)
         a = a[0, channel]
     if a.ndim == 3:
-        axis = check_int(fn, "axis", axis)
-        if axis not in (0, 1, 2):
-            raise ValueError(f"{fn}: axis must be 0, 1 or 2 for a volume, got {axis}")
         index = a.shape[axis] // 2 if index is None else check_int(fn, "index", index, minimum=0,
                                                                    maximum=a.shape[axis] - 1)
         a = np.take(a, index, axis=axis)
@@ -330,8 +332,8 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
     n, spatial = moving.shape[0], tuple(moving.shape[2:])
     for name, x in tensors.items():
         if x.shape[0] != n or tuple(x.shape[2:]) != spatial:
-            raise ValueError(f"registration_viewer: {name} must have {n} pairs of spatial shape {spatial}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"registration_viewer: {name} must have {n} pairs of spatial shape {spatial} "
+                             f"like moving {tuple(moving.shape)}, got {tuple(x.shape)}")
     if displacement.shape[1] != len(spatial):
         raise ValueError(f"registration_viewer: displacement must have {len(spatial)} channels, "
                          f"got {tuple(displacement.shape)}")

@@ -30,6 +30,7 @@ autoencoder*, CS294A lecture notes 2011 (KL sparsity).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -89,8 +90,12 @@ class SAEConfig:
         if self.sparsity == "kl" and self.activation == "relu":
             raise ValueError(f"{fn}: sparsity='kl' needs activation 'sigmoid' or 'tanh' (values in a "
                              f"bounded range), got activation={self.activation!r}; use sparsity='l1'")
-        check_number(fn, "sparsity_weight", self.sparsity_weight, minimum=0)
-        check_number(fn, "sparsity_target", self.sparsity_target)
+        for name in ("sparsity_weight", "sparsity_target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{fn}: {name} must be a finite number, got {v!r}")
+        if self.sparsity_weight < 0:
+            raise ValueError(f"{fn}: sparsity_weight must be >= 0, got {self.sparsity_weight!r}")
         if not 0 < self.sparsity_target < 1:
             raise ValueError(f"{fn}: sparsity_target must be in (0, 1), got {self.sparsity_target!r}")
 
@@ -160,6 +165,9 @@ class StackedAutoencoder(nn.Module):
         depth = self.n_layers if depth is None else check_int("StackedAutoencoder.encode", "depth", depth)
         if not 0 <= depth <= self.n_layers:
             raise ValueError(f"StackedAutoencoder.encode: depth must be in [0, {self.n_layers}], got {depth}")
+        return self._encode(h, depth)
+
+    def _encode(self, h: torch.Tensor, depth: int) -> torch.Tensor:
         for enc in self.encoders[:depth]:
             h = enc(h)
         return h
@@ -176,14 +184,17 @@ class StackedAutoencoder(nn.Module):
             raise TypeError(f"{fn}: codes must have dtype {dtype} (the weights' dtype), got {codes.dtype}")
         if not bool(torch.isfinite(codes).all()):
             raise ValueError(f"{fn}: codes contain NaN or Inf values")
-        h = codes
+        return self._decode(codes)
+
+    def _decode(self, h: torch.Tensor) -> torch.Tensor:
         for dec in reversed(self.decoders):
             h = dec(h)
         return h
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``(P, F)`` of ``patches`` ``(P, F)``."""
-        return self.decode(self.encode(patches))
+        x = self._check("forward", patches)
+        return self._decode(self._encode(x, self.n_layers))
 
     # -- losses ---------------------------------------------------------------------------------
     def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
@@ -209,9 +220,9 @@ class StackedAutoencoder(nn.Module):
         k = check_int("StackedAutoencoder.layer_loss", "k", k)
         if not 0 <= k < self.n_layers:
             raise ValueError(f"StackedAutoencoder.layer_loss: k must be an int in [0, {self.n_layers - 1}], got {k!r}")
-        self._check("layer_loss", patches)
+        x = self._check("layer_loss", patches)
         with torch.no_grad():
-            h = self.encode(patches, depth=k)                       # (P, widths[k])
+            h = self._encode(x, k)                                  # (P, widths[k])
         z = self.encoders[k](h)                                     # (P, widths[k+1])
         mse = F.mse_loss(self.decoders[k](z), h)
         sp = self.sparsity_penalty(z)
@@ -220,8 +231,8 @@ class StackedAutoencoder(nn.Module):
     def loss(self, patches: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Fine-tuning: ``mean((x̂ - x)²) + β · sparsity(code)`` end to end; ``(loss, {"mse", "sparsity"})``."""
         x = self._check("loss", patches)
-        z = self.encode(x)
-        mse = F.mse_loss(self.decode(z), x)
+        z = self._encode(x, self.n_layers)
+        mse = F.mse_loss(self._decode(z), x)
         sp = self.sparsity_penalty(z)
         return mse + self.config.sparsity_weight * sp, {"mse": mse.item(), "sparsity": sp.item()}
 
@@ -262,6 +273,8 @@ def train_sae(model: StackedAutoencoder, batches, layer_steps: int, finetune_ste
     check_number(fn, "lr", lr, minimum=0, positive=True)
     check_number(fn, "finetune_lr", finetune_lr, minimum=0, positive=True, optional=True)
     check_int(fn, "seed", seed, optional=True)
+    if not isinstance(progress, bool):
+        raise TypeError(f"{fn}: progress must be a bool, got {type(progress).__name__}")
     if callable(batches) is False and not hasattr(batches, "__iter__"):
         raise TypeError(f"{fn}: batches must be an iterable of patch batches or a callable, got {type(batches).__name__}")
     histories = {}

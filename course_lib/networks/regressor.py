@@ -251,7 +251,7 @@ class AffineRegressor(nn.Module):
         if hasattr(shape, "__len__") and not isinstance(shape, str) and len(shape) != cfg.ndim:
             raise ValueError(f"{fn}: shape must have {cfg.ndim} sizes, got {tuple(shape)}")
         shape = check_size(fn, "shape", shape, cfg.ndim)
-        return classical._params_to_matrix(fn, params, cfg.output, shape)
+        return classical._params_to_matrix(fn, params, cfg.output, shape, name="params")
 
     def extra_repr(self) -> str:
         c = self.config

@@ -33,6 +33,7 @@ compare image patches via convolutional neural networks*, CVPR 2015.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,8 +76,9 @@ class PatchSimilarityConfig:
 
     def __post_init__(self):
         fn = "PatchSimilarityConfig"
-        if isinstance(self.channels, (list, tuple)):
-            self.channels = tuple(self.channels)
+        if not isinstance(self.channels, (list, tuple)):
+            raise ValueError(f"{fn}: channels must be a non-empty sequence of positive ints, got {self.channels!r}")
+        self.channels = tuple(self.channels)
         if self.ndim not in (2, 3) or isinstance(self.ndim, bool):
             raise ValueError(f"{fn}: ndim must be 2 or 3, got {self.ndim!r}")
         _positive_int(fn, "patch_size", self.patch_size)
@@ -259,7 +261,7 @@ class LearnedSimilarity(nn.Module):
         check_option("LearnedSimilarity", "score", score, _SCORES)
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise TypeError(f"LearnedSimilarity: threshold must be a number or None, got {type(threshold).__name__}")
-        if threshold is not None and threshold != threshold:
+        if threshold is not None and not math.isfinite(threshold):
             raise ValueError(f"LearnedSimilarity: threshold must be a number or None, got {threshold!r}")
         self.net, self.score, self.threshold = net, score, threshold
 

@@ -126,6 +126,9 @@ class UNet(nn.Module):
         check_model_dtype("UNet.forward", "x", x, self)
         if x.numel() == 0:
             raise ValueError(f"UNet.forward: x must not be empty, got shape {tuple(x.shape)}")
+        # the finiteness check reads a value back from the device: skipped inside torch.compile
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"UNet.forward: x contains NaN or Inf values (shape {tuple(x.shape)})")
         skips = [x]
         for block in self.down:
             x = block(x)
