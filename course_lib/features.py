@@ -192,7 +192,7 @@ def _check_pairs(fn: str, src, dst) -> tuple[int, int]:
     if ndim not in (2, 3):
         raise ValueError(f"{fn}: src and dst must be (P, 2) or (P, 3) points, got {tuple(src.shape)}")
     if p < ndim + 1:
-        raise ValueError(f"{fn}: src and dst need at least {ndim + 1} point pairs in {ndim}D, got {p}")
+        raise ValueError(f"{fn}: need at least {ndim + 1} point pairs (src and dst) in {ndim}D, got {p}")
     return p, ndim
 
 
