@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_image, check_same_shape
+from ._checks import (check_callable, check_field, check_image, check_int, check_number, check_option,
+                      check_same_shape, check_size, check_tensor, promote)
 from .regularizers import diffusion
-from .similarity import as_loss, ssd
-from .spatial import (affine_to_displacement, compose, gaussian_blur, integrate_velocity,
-                      resize_displacement, resize_image, rotation_matrix, warp)
+from .similarity import _as_loss, ssd
+from .spatial import (_check_matrix, _rotation_matrix, affine_to_displacement, compose, gaussian_blur,
+                      integrate_velocity, resize_displacement, resize_image, warp)
 
 __all__ = ["AffineResult", "register_affine", "pyramid", "params_to_matrix", "rescale_matrix",
            "DenseResult", "register_dense", "bspline_field", "bspline_grid_size"]
@@ -55,8 +56,13 @@ def pyramid(image: torch.Tensor, levels: int, min_size: int = 8) -> list[torch.T
     about ``size / 2^l`` with ``align_corners=True``, so voxel ``i`` of level 0 sits at
     ``i (m-1)/(n-1)`` at level ``l`` (see :func:`rescale_matrix`)."""
     check_image("pyramid", "image", image)
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"pyramid: levels must be a positive int, got {levels!r}")
+    levels = check_int("pyramid", "levels", levels, minimum=1)
+    min_size = check_int("pyramid", "min_size", min_size, minimum=1)
+    return _pyramid(image, levels, min_size)
+
+
+def _pyramid(image: torch.Tensor, levels: int, min_size: int = 8) -> list[torch.Tensor]:
+    """:func:`pyramid` without the input checks."""
     out = []
     for lev in range(levels - 1, -1, -1):
         if lev == 0:
@@ -69,7 +75,18 @@ def pyramid(image: torch.Tensor, levels: int, min_size: int = 8) -> list[torch.T
 
 def rescale_matrix(matrix: torch.Tensor, from_shape, to_shape) -> torch.Tensor:
     """Express a voxel affine of a grid ``from_shape`` on a resized grid ``to_shape``
-    (``align_corners=True``): ``S M S⁻¹`` with ``S = diag((m-1)/(n-1))``."""
+    (``align_corners=True``): ``S M S⁻¹`` with ``S = diag((m-1)/(n-1))``.
+
+    ``matrix`` must be floating (an integer matrix would truncate the scale factors)."""
+    fn = "rescale_matrix"
+    ndim = _check_matrix(fn, matrix)
+    from_shape = check_size(fn, "from_shape", from_shape, ndim)
+    to_shape = check_size(fn, "to_shape", to_shape, ndim)
+    return _rescale_matrix(matrix, from_shape, to_shape)
+
+
+def _rescale_matrix(matrix: torch.Tensor, from_shape, to_shape) -> torch.Tensor:
+    """:func:`rescale_matrix` without the input checks (inner optimisation loop)."""
     s = [(m - 1) / max(n - 1, 1) for m, n in zip(to_shape, from_shape)]
     S = torch.diag(torch.tensor(s + [1.0], dtype=matrix.dtype, device=matrix.device))
     Si = torch.diag(torch.tensor([1 / v for v in s] + [1.0], dtype=matrix.dtype, device=matrix.device))
@@ -89,7 +106,22 @@ def params_to_matrix(theta: torch.Tensor, model: str, shape) -> torch.Tensor:
     * ``translation``: ``t_norm`` ``(N, ndim)``.
     * ``rigid``: angles (rad; 1 in 2D, 3 in 3D, see ``spatial.rotation_matrix``) then ``t_norm``.
     * ``affine``: ``ndim × ndim`` entries of ``L - I`` (row by row) then ``t_norm``.
+
+    ``theta`` is ``(N, k)`` floating (``k = n_params(model, ndim)``: 2/3, 3/6 or 6/12 in 2D/3D);
+    integer parameters are a ``TypeError`` (they would truncate the matrix).
     """
+    return _params_to_matrix("params_to_matrix", theta, model, shape)
+
+
+def _params_to_matrix(fn: str, theta, model: str, shape, check: bool = True, name: str = "theta") -> torch.Tensor:
+    if check:
+        check_option(fn, "model", model, MODELS)
+        shape = check_size(fn, "shape", shape, (2, 3))
+        check_tensor(fn, name, theta, ndims=(2,), floating=True, finite=True, nonempty=True)
+        k = n_params(model, len(shape))
+        if theta.shape[1] != k:
+            raise ValueError(f"{fn}: {name} must be (N, {k}) for model={model!r} in {len(shape)}D, "
+                             f"got {tuple(theta.shape)}")
     ndim = len(shape)
     n = theta.shape[0]
     half = torch.tensor([(s - 1) / 2 for s in shape], dtype=theta.dtype, device=theta.device)
@@ -98,11 +130,9 @@ def params_to_matrix(theta: torch.Tensor, model: str, shape) -> torch.Tensor:
         lin, t = eye.expand(n, ndim, ndim), theta
     elif model == "rigid":
         k = 1 if ndim == 2 else 3
-        lin, t = rotation_matrix(theta[:, :k]), theta[:, k:]
-    elif model == "affine":
+        lin, t = _rotation_matrix(fn, theta[:, :k], check=False), theta[:, k:]
+    else:  # affine
         lin, t = eye + theta[:, : ndim * ndim].view(n, ndim, ndim), theta[:, ndim * ndim:]
-    else:
-        raise ValueError(f"params_to_matrix: model must be one of {MODELS}, got {model!r}")
     shift = t * half + half - (lin @ half[:, None])[..., 0]          # (N, ndim)
     top = torch.cat([lin, shift[..., None]], dim=-1)
     bottom = torch.zeros(n, 1, ndim + 1, dtype=theta.dtype, device=theta.device)
@@ -127,6 +157,8 @@ def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, m
         lr: Adam learning rate (parameters are scaled so that one rate fits all, see
             :func:`params_to_matrix`).
         init: optional initial voxel matrix ``(N, ndim+1, ndim+1)``; the result is ``init @ T_θ``.
+            It is cast to the dtype of the optimisation: that of the images (promoted if
+            ``moving`` and ``fixed`` differ, see the dtype policy of :mod:`course_lib._checks`).
 
     Returns:
         :class:`AffineResult` with the final matrix and the loss history.
@@ -135,36 +167,49 @@ def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, m
     check_image(fn, "moving", moving)
     check_image(fn, "fixed", fixed)
     check_same_shape(fn, "moving", moving, "fixed", fixed)
-    if model not in MODELS:
-        raise ValueError(f"{fn}: model must be one of {MODELS}, got {model!r}")
-    loss_fn = as_loss(similarity)
+    moving, fixed = promote(moving, fixed)
+    check_option(fn, "model", model, MODELS)
+    loss_fn = _as_loss(fn, similarity)
     shape = tuple(fixed.shape[2:])
     ndim = len(shape)
     n = fixed.shape[0]
-    steps_per = [steps] * levels if isinstance(steps, int) else list(steps)
-    if len(steps_per) != levels:
-        raise ValueError(f"{fn}: steps must be an int or a list of {levels} ints, got {steps!r}")
-    if init is not None and init.shape != (n, ndim + 1, ndim + 1):
-        raise ValueError(f"{fn}: init must be {(n, ndim + 1, ndim + 1)}, got {tuple(init.shape)}")
+    levels, steps_per = _levels_and_steps(fn, levels, steps)
+    check_number(fn, "lr", lr, minimum=0)
+    if init is not None:
+        check_tensor(fn, "init", init, ndims=(3,), floating=True, finite=True)
+        if init.shape != (n, ndim + 1, ndim + 1):
+            raise ValueError(f"{fn}: init must be {(n, ndim + 1, ndim + 1)}, got {tuple(init.shape)}")
     init_m = init.to(fixed) if init is not None else None
 
     theta = torch.zeros(n, n_params(model, ndim), dtype=fixed.dtype, device=fixed.device, requires_grad=True)
     opt = torch.optim.Adam([theta], lr=lr)
     result = AffineResult(matrix=None)
-    for lev, (mov_l, fix_l, k) in enumerate(zip(pyramid(moving, levels), pyramid(fixed, levels), steps_per)):
+    for lev, (mov_l, fix_l, k) in enumerate(zip(_pyramid(moving, levels), _pyramid(fixed, levels), steps_per)):
         level = levels - 1 - lev
         shape_l = tuple(fix_l.shape[2:])
         for _ in range(k):
-            m = params_to_matrix(theta, model, shape)
+            m = _params_to_matrix(fn, theta, model, shape, check=False)
             if init_m is not None:
                 m = init_m @ m
-            m_l = rescale_matrix(m, shape, shape_l)
+            m_l = _rescale_matrix(m, shape, shape_l)
             loss = loss_fn(warp(mov_l, affine_to_displacement(m_l, shape_l)), fix_l)
             _step(opt, loss, result, level)
     with torch.no_grad():
-        m = params_to_matrix(theta, model, shape)
+        m = _params_to_matrix(fn, theta, model, shape, check=False)
         result.matrix = (init_m @ m if init_m is not None else m).detach()
     return result
+
+
+def _levels_and_steps(fn: str, levels, steps) -> tuple[int, list[int]]:
+    """``levels`` a positive int; ``steps`` a positive int or a list of one positive int per level."""
+    levels = check_int(fn, "levels", levels, minimum=1)
+    if isinstance(steps, (list, tuple)):
+        steps_per = [check_int(fn, "steps", k, minimum=1) for k in steps]
+        if len(steps_per) != levels:
+            raise ValueError(f"{fn}: steps must be an int or a list of {levels} ints, got {steps!r}")
+    else:
+        steps_per = [check_int(fn, "steps", steps, minimum=1)] * levels
+    return levels, steps_per
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,6 +244,12 @@ def _bspline_basis(t: torch.Tensor) -> torch.Tensor:
 def bspline_grid_size(shape, spacing: int) -> tuple[int, ...]:
     """Control-grid size for an image of ``shape`` with control points every ``spacing`` voxels
     (one extra point beyond each border, as a cubic spline needs)."""
+    shape = check_size("bspline_grid_size", "shape", shape, (2, 3))
+    spacing = check_int("bspline_grid_size", "spacing", spacing, minimum=1)
+    return _grid_size(shape, spacing)
+
+
+def _grid_size(shape, spacing: int) -> tuple[int, ...]:
     return tuple(int(-(-(n - 1) // spacing)) + 3 for n in shape)
 
 
@@ -212,12 +263,21 @@ def bspline_field(coeffs: torch.Tensor, shape, spacing: int, full_shape=None) ->
 
     References: Rueckert et al. 1999 (IEEE TMI 18(8)).
     """
-    shape = tuple(int(v) for v in shape)
-    full_shape = shape if full_shape is None else tuple(int(v) for v in full_shape)
+    fn = "bspline_field"
+    shape = check_size(fn, "shape", shape, (2, 3))
     ndim = len(shape)
-    if coeffs.dim() != ndim + 2 or coeffs.shape[1] != ndim or tuple(coeffs.shape[2:]) != bspline_grid_size(full_shape, spacing):
-        raise ValueError(f"bspline_field: coeffs must be (N, {ndim}, *{bspline_grid_size(full_shape, spacing)}), "
-                         f"got {tuple(coeffs.shape)}")
+    full_shape = shape if full_shape is None else check_size(fn, "full_shape", full_shape, ndim)
+    spacing = check_int(fn, "spacing", spacing, minimum=1)
+    check_tensor(fn, "coeffs", coeffs, floating=True, finite=True)
+    return _bspline_field(fn, coeffs, shape, spacing, full_shape)
+
+
+def _bspline_field(fn: str, coeffs, shape, spacing: int, full_shape) -> torch.Tensor:
+    """:func:`bspline_field` after the checks of its arguments (the shape of ``coeffs`` is checked here)."""
+    ndim = len(shape)
+    grid = _grid_size(full_shape, spacing)
+    if coeffs.dim() != ndim + 2 or coeffs.shape[1] != ndim or tuple(coeffs.shape[2:]) != grid or coeffs.shape[0] < 1:
+        raise ValueError(f"{fn}: coeffs must be (N, {ndim}, *{grid}), got {tuple(coeffs.shape)}")
     mats, scales = [], []
     for m, n, k in zip(shape, full_shape, coeffs.shape[2:]):
         x = torch.arange(m, dtype=coeffs.dtype, device=coeffs.device) * ((n - 1) / max(m - 1, 1))
@@ -251,7 +311,7 @@ def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,
         diffeomorphic: treat the field as a stationary velocity and integrate it
             (``spatial.integrate_velocity``), which keeps the map invertible.
         init: optional initial displacement ``(N, ndim, *spatial)`` (e.g. from an affine
-            registration); the result is ``compose(init, u)``.
+            registration), cast to the images' dtype; the result is ``compose(init, u)``.
 
     Returns:
         :class:`DenseResult`.
@@ -260,31 +320,34 @@ def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,
     check_image(fn, "moving", moving)
     check_image(fn, "fixed", fixed)
     check_same_shape(fn, "moving", moving, "fixed", fixed)
-    if model not in ("displacement", "bspline"):
-        raise ValueError(f"{fn}: model must be 'displacement' or 'bspline', got {model!r}")
-    if not isinstance(spacing, int) or spacing < 1:
-        raise ValueError(f"{fn}: spacing must be a positive int, got {spacing!r}")
-    loss_fn = as_loss(similarity)
+    moving, fixed = promote(moving, fixed)
+    check_option(fn, "model", model, ("displacement", "bspline"))
+    spacing = check_int(fn, "spacing", spacing, minimum=1)
+    loss_fn = _as_loss(fn, similarity)
+    check_callable(fn, "regularizer", regularizer, "a function of the displacement, e.g. regularizers.diffusion")
+    check_number(fn, "weight", weight, minimum=0)
+    check_number(fn, "lr", lr, minimum=0)
+    if not isinstance(diffeomorphic, bool):
+        raise TypeError(f"{fn}: diffeomorphic must be a bool, got {type(diffeomorphic).__name__}")
     shape = tuple(fixed.shape[2:])
     ndim, n = len(shape), fixed.shape[0]
-    steps_per = [steps] * levels if isinstance(steps, int) else list(steps)
-    if len(steps_per) != levels:
-        raise ValueError(f"{fn}: steps must be an int or a list of {levels} ints, got {steps!r}")
+    levels, steps_per = _levels_and_steps(fn, levels, steps)
     if init is not None:
+        check_field(fn, "init", init)
         if init.shape != (n, ndim, *shape):
             raise ValueError(f"{fn}: init must be {(n, ndim, *shape)}, got {tuple(init.shape)}")
         moving = warp(moving, init.to(moving))
 
     result = DenseResult(displacement=None)
-    mov_pyr, fix_pyr = pyramid(moving, levels), pyramid(fixed, levels)
+    mov_pyr, fix_pyr = _pyramid(moving, levels), _pyramid(fixed, levels)
     kw = dict(dtype=fixed.dtype, device=fixed.device)
     param = None
     if model == "bspline":
-        param = torch.zeros(n, ndim, *bspline_grid_size(shape, spacing), **kw, requires_grad=True)
+        param = torch.zeros(n, ndim, *_grid_size(shape, spacing), **kw, requires_grad=True)
         opt = torch.optim.Adam([param], lr=lr)
 
     def field_at(level_shape):
-        f = bspline_field(param, level_shape, spacing, shape) if model == "bspline" else param
+        f = _bspline_field(fn, param, level_shape, spacing, shape) if model == "bspline" else param
         return integrate_velocity(f) if diffeomorphic else f
 
     for lev, (mov_l, fix_l, k) in enumerate(zip(mov_pyr, fix_pyr, steps_per)):

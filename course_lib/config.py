@@ -74,6 +74,8 @@ def profile(name: str | None = None) -> Profile:
     """
     if name is None:
         name = os.environ.get("COURSE_PROFILE") or ("full" if torch.cuda.is_available() else "quick")
+    elif not isinstance(name, str):
+        raise ValueError(f"profile: name must be one of {sorted(PROFILES)} or None, got {name!r}")
     name = name.strip().lower()
     if name not in PROFILES:
         raise ValueError(
@@ -86,11 +88,24 @@ def profile(name: str | None = None) -> Profile:
 def device() -> torch.device:
     """The device lessons compute on: ``cuda`` if available, else ``mps`` (Apple), else ``cpu``.
 
-    Set ``COURSE_DEVICE`` (e.g. ``cpu``) to override.
+    Set ``COURSE_DEVICE`` to override: ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps`` (it must be
+    available on this machine).
     """
-    override = os.environ.get("COURSE_DEVICE")
+    override = os.environ.get("COURSE_DEVICE", "").strip()
     if override:
-        return torch.device(override)
+        allowed = "'cpu', 'cuda', 'cuda:<index>' or 'mps'"
+        try:
+            dev = torch.device(override)
+        except (RuntimeError, ValueError):
+            dev = None
+        if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device: COURSE_DEVICE must be {allowed}, got {override!r}")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device: COURSE_DEVICE={override!r} but CUDA is not available here; use 'cpu'")
+        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                      and torch.backends.mps.is_available()):
+            raise ValueError(f"device: COURSE_DEVICE={override!r} but MPS is not available here; use 'cpu'")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -106,13 +121,18 @@ def course_seed() -> int:
     lesson re-run with another ``COURSE_SEED`` tests its claims on the same data with other
     training runs (``benchmarks/robustness.py`` does exactly that).
     """
+    return _course_seed("course_seed")
+
+
+def _course_seed(fn: str) -> int:
+    """Read ``COURSE_SEED``; errors name the public function ``fn`` that read it, and the variable."""
     raw = os.environ.get("COURSE_SEED", "").strip() or "0"
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"COURSE_SEED must be an integer in [0, 99], got {raw!r}") from None
+        raise ValueError(f"{fn}: COURSE_SEED must be an integer in [0, 99], got {raw!r}") from None
     if not 0 <= value <= 99:
-        raise ValueError(f"COURSE_SEED must be an integer in [0, 99], got {value}")
+        raise ValueError(f"{fn}: COURSE_SEED must be an integer in [0, 99], got {value}")
     return value
 
 
@@ -128,7 +148,7 @@ def train_seed(seed: int) -> int:
         raise TypeError(f"train_seed: seed must be an int, got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"train_seed: seed must be >= 0, got {seed}")
-    return seed + _SEED_STRIDE * course_seed()
+    return seed + _SEED_STRIDE * _course_seed("train_seed")
 
 
 def record_checkpoint(check: str, **values: float) -> None:
@@ -161,7 +181,9 @@ def seed_everything(seed: int) -> torch.Generator:
     """
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"seed_everything: seed must be an int, got {type(seed).__name__}")
-    seed = train_seed(seed)
+    if seed < 0:
+        raise ValueError(f"seed_everything: seed must be >= 0, got {seed}")
+    seed = seed + _SEED_STRIDE * _course_seed("seed_everything")
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

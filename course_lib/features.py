@@ -2,7 +2,9 @@
 
 Introduced in lesson 03 and reused by lesson 04 (learned descriptors plug into the same matching).
 Points are ``(P, ndim)`` float voxel coordinates of one image (no batch axis), in the course's
-axis order. A match pairs a *fixed*-image point with a *moving*-image point, so the backward map
+axis order. Point sets and descriptors of different floating dtypes are promoted to their common
+dtype (the dtype policy of :mod:`course_lib._checks`); patches and descriptors sampled from an
+image keep the image's dtype, as :func:`course_lib.spatial.warp` does. A match pairs a *fixed*-image point with a *moving*-image point, so the backward map
 of the course sends fixed points to moving points: ``ransac_affine(fixed_pts, moving_pts)`` returns
 a ``moving_from_fixed`` matrix for ``spatial.warp_affine``, and :func:`tps_displacement` turns
 ``moving_pts - fixed_pts`` at the fixed points into a dense backward displacement.
@@ -19,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_image, check_tensor
+from ._checks import check_image, check_int, check_number, check_size, check_tensor, promote
 from .spatial import ALIGN_CORNERS, gaussian_blur, identity_grid, to_normalized_grid
 
 __all__ = ["detect_keypoints", "sample_patches", "patch_descriptor", "gradient_histogram_descriptor",
@@ -51,6 +53,14 @@ def detect_keypoints(image: torch.Tensor, n: int = 100, sigma: float = 1.5, min_
     """
     fn = "detect_keypoints"
     img = _single(fn, image)
+    n = check_int(fn, "n", n, minimum=1)
+    sigma = check_number(fn, "sigma", sigma, minimum=0)
+    min_distance = check_int(fn, "min_distance", min_distance, minimum=0)
+    border = check_int(fn, "border", border, minimum=0)
+    if mask is not None:
+        check_tensor(fn, "mask", mask, finite=True)
+        if mask.shape != img.shape:
+            raise ValueError(f"{fn}: mask must have the image's shape {tuple(img.shape)}, got {tuple(mask.shape)}")
     ndim = img.dim() - 2
     g = _gradients(gaussian_blur(img, 1.0))
     S = [[gaussian_blur(g[i] * g[j], sigma) for j in range(ndim)] for i in range(ndim)]
@@ -69,8 +79,6 @@ def detect_keypoints(image: torch.Tensor, n: int = 100, sigma: float = 1.5, min_
         inner[(slice(None), slice(None)) + tuple(slice(border, s - border) for s in img.shape[2:])] = True
         peaks &= inner
     if mask is not None:
-        if mask.shape != img.shape:
-            raise ValueError(f"{fn}: mask must have the image's shape {tuple(img.shape)}, got {tuple(mask.shape)}")
         peaks &= mask > 0
     idx = peaks[0, 0].nonzero()
     if len(idx) == 0:
@@ -82,8 +90,12 @@ def detect_keypoints(image: torch.Tensor, n: int = 100, sigma: float = 1.5, min_
 
 def sample_patches(image: torch.Tensor, points: torch.Tensor, radius: int) -> torch.Tensor:
     """Patches of side ``2·radius + 1`` centred on ``points`` (sub-voxel, linear interpolation):
-    ``(P, C, *[2r+1]*ndim)``. Outside the image, border values are repeated."""
-    fn = "sample_patches"
+    ``(P, C, *[2r+1]*ndim)``. Outside the image, border values are repeated (zero points give
+    zero patches)."""
+    return _sample_patches("sample_patches", image, points, radius)
+
+
+def _sample_patches(fn: str, image, points, radius) -> torch.Tensor:
     check_image(fn, "image", image)
     if image.shape[0] != 1:
         raise ValueError(f"{fn}: image must have batch size 1, got {tuple(image.shape)}")
@@ -91,6 +103,7 @@ def sample_patches(image: torch.Tensor, points: torch.Tensor, radius: int) -> to
     check_tensor(fn, "points", points, ndims=(2,), floating=True, finite=True)
     if points.shape[1] != ndim:
         raise ValueError(f"{fn}: points must be (P, {ndim}), got {tuple(points.shape)}")
+    radius = check_int(fn, "radius", radius, minimum=0)
     p = points.shape[0]
     offs = identity_grid([2 * radius + 1] * ndim, image.device, image.dtype) - radius   # (1, ndim, *patch)
     coords = points.to(image.dtype).view(p, ndim, *([1] * ndim)) + offs                # (P, ndim, *patch)
@@ -103,7 +116,8 @@ def sample_patches(image: torch.Tensor, points: torch.Tensor, radius: int) -> to
 def patch_descriptor(image: torch.Tensor, points: torch.Tensor, radius: int = 4) -> torch.Tensor:
     """Raw intensity patch, zero mean and unit norm: ``(P, (2r+1)^ndim)``. Comparing two of them by
     dot product is their normalized cross-correlation."""
-    d = sample_patches(_single("patch_descriptor", image), points, radius).flatten(1)
+    fn = "patch_descriptor"
+    d = _sample_patches(fn, _single(fn, image), points, radius).flatten(1)
     d = d - d.mean(1, keepdim=True)
     return d / d.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
@@ -117,6 +131,12 @@ def gradient_histogram_descriptor(image: torch.Tensor, points: torch.Tensor, rad
     img = _single(fn, image)
     if img.dim() != 4:
         raise ValueError(f"{fn}: 2D images only (1, 1, H, W), got {tuple(img.shape)}")
+    check_tensor(fn, "points", points, ndims=(2,), floating=True, finite=True)
+    if points.shape[1] != 2:
+        raise ValueError(f"{fn}: points must be (P, 2), got {tuple(points.shape)}")
+    radius = check_int(fn, "radius", radius, minimum=0)
+    cells = check_int(fn, "cells", cells, minimum=1)
+    bins = check_int(fn, "bins", bins, minimum=1)
     g0, g1 = _gradients(gaussian_blur(img, 0.8))
     mag = torch.sqrt(g0 ** 2 + g1 ** 2)
     ang = torch.atan2(g1, g0)                                               # (-π, π]
@@ -124,7 +144,7 @@ def gradient_histogram_descriptor(image: torch.Tensor, points: torch.Tensor, rad
     centers = torch.arange(bins, dtype=img.dtype, device=img.device) * (2 * math.pi / bins) - math.pi
     diff = torch.remainder(ang - centers.view(1, -1, 1, 1) + math.pi, 2 * math.pi) - math.pi
     w = torch.clamp(1 - diff.abs() / (2 * math.pi / bins), min=0) * mag
-    patches = sample_patches(w, points, radius)                             # (P, bins, s, s)
+    patches = _sample_patches(fn, w, points, radius)                        # (P, bins, s, s)
     s = 2 * radius + 1
     pooled = F.adaptive_avg_pool2d(patches, cells)                           # (P, bins, cells, cells)
     d = pooled.flatten(1) * s * s
@@ -144,7 +164,11 @@ def match_descriptors(desc_a: torch.Tensor, desc_b: torch.Tensor, ratio: float =
     check_tensor(fn, "desc_a", desc_a, ndims=(2,), floating=True, finite=True)
     check_tensor(fn, "desc_b", desc_b, ndims=(2,), floating=True, finite=True)
     if desc_a.shape[1] != desc_b.shape[1]:
-        raise ValueError(f"{fn}: descriptors must have the same length, got {desc_a.shape[1]} and {desc_b.shape[1]}")
+        raise ValueError(f"{fn}: descriptors must have the same length (desc_a and desc_b), got {desc_a.shape[1]} and {desc_b.shape[1]}")
+    ratio = check_number(fn, "ratio", ratio, minimum=0, positive=True, maximum=1)
+    if not isinstance(cross_check, bool):
+        raise TypeError(f"{fn}: cross_check must be a bool, got {type(cross_check).__name__}")
+    desc_a, desc_b = promote(desc_a, desc_b)
     if len(desc_a) == 0 or len(desc_b) < 2:
         return torch.zeros(0, 2, dtype=torch.long)
     dist = torch.cdist(desc_a, desc_b)
@@ -158,20 +182,30 @@ def match_descriptors(desc_a: torch.Tensor, desc_b: torch.Tensor, ratio: float =
 
 
 def _check_pairs(fn: str, src, dst) -> tuple[int, int]:
-    """Corresponding point sets ``(P, ndim)`` with at least ``ndim + 1`` pairs; returns ``(P, ndim)``."""
+    """Corresponding point sets ``(P, ndim)``, ``ndim`` 2 or 3, with at least ``ndim + 1`` pairs;
+    returns ``(P, ndim)``."""
     check_tensor(fn, "src", src, ndims=(2,), floating=True, finite=True)
     check_tensor(fn, "dst", dst, ndims=(2,), floating=True, finite=True)
     if src.shape != dst.shape:
         raise ValueError(f"{fn}: src and dst must have the same shape, got {tuple(src.shape)} and {tuple(dst.shape)}")
     p, ndim = src.shape
+    if ndim not in (2, 3):
+        raise ValueError(f"{fn}: src and dst must be (P, 2) or (P, 3) points, got {tuple(src.shape)}")
     if p < ndim + 1:
-        raise ValueError(f"{fn}: need at least {ndim + 1} point pairs in {ndim}D, got {p}")
+        raise ValueError(f"{fn}: need at least {ndim + 1} point pairs (src and dst) in {ndim}D, got {p}")
     return p, ndim
 
 
 def fit_affine(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Least-squares affine ``M`` with ``dst ≈ M src`` (homogeneous ``(ndim+1, ndim+1)``)."""
+    """Least-squares affine ``M`` with ``dst ≈ M src`` (homogeneous ``(ndim+1, ndim+1)``, in the
+    common dtype of ``src`` and ``dst``)."""
     p, ndim = _check_pairs("fit_affine", src, dst)
+    src, dst = promote(src, dst)
+    return _fit_affine(src, dst)
+
+
+def _fit_affine(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    p, ndim = src.shape
     X = torch.cat([src, torch.ones(p, 1, dtype=src.dtype)], dim=1).double()       # (P, ndim+1)
     sol = torch.linalg.lstsq(X, dst.double()).solution                             # (ndim+1, ndim)
     M = torch.eye(ndim + 1, dtype=torch.float64)
@@ -187,7 +221,12 @@ def ransac_affine(src: torch.Tensor, dst: torch.Tensor, iterations: int = 500, t
     voxels, keeps the largest consensus and refits it by least squares (Fischler & Bolles 1981).
     With ``src`` = fixed points and ``dst`` = moving points the matrix is ``moving_from_fixed``.
     """
-    p, ndim = _check_pairs("ransac_affine", src, dst)
+    fn = "ransac_affine"
+    p, ndim = _check_pairs(fn, src, dst)
+    iterations = check_int(fn, "iterations", iterations, minimum=1)
+    threshold = check_number(fn, "threshold", threshold, minimum=0, positive=True)
+    seed = check_int(fn, "seed", seed)
+    src, dst = promote(src, dst)
     k = ndim + 1
     g = torch.Generator().manual_seed(seed)
     X = torch.cat([src, torch.ones(p, 1, dtype=src.dtype)], dim=1).double()
@@ -204,10 +243,10 @@ def ransac_affine(src: torch.Tensor, dst: torch.Tensor, iterations: int = 500, t
         best = resid[counts.argmax()] < threshold
     if best.sum() < k:
         best = torch.ones(p, dtype=torch.bool)
-    M = fit_affine(src[best], dst[best])
+    M = _fit_affine(src[best], dst[best])
     inliers = torch.linalg.vector_norm((X @ M.double()[:ndim].T) - Y, dim=-1) < threshold
     if inliers.sum() >= k:
-        M = fit_affine(src[inliers], dst[inliers])
+        M = _fit_affine(src[inliers], dst[inliers])
     return M, inliers
 
 
@@ -228,14 +267,17 @@ def tps_displacement(points: torch.Tensor, values: torch.Tensor, shape, smoothin
         points: ``(P, ndim)`` voxel coordinates (e.g. fixed-image key points).
         values: ``(P, ndim)`` vectors there (e.g. ``moving_pts - fixed_pts``).
         shape: spatial shape of the output grid.
+        smoothing: λ >= 0 (finite).
 
     Returns:
-        ``(1, ndim, *shape)`` dense displacement.
+        ``(1, ndim, *shape)`` dense displacement, in the common dtype of ``points`` and ``values``.
     """
     fn = "tps_displacement"
     check_tensor(fn, "points", points, ndims=(2,), floating=True, finite=True)
     check_tensor(fn, "values", values, ndims=(2,), floating=True, finite=True)
-    shape = tuple(int(s) for s in shape)
+    shape = check_size(fn, "shape", shape, (2, 3))
+    smoothing = check_number(fn, "smoothing", smoothing, minimum=0)
+    out_dtype = torch.promote_types(points.dtype, values.dtype)
     ndim = len(shape)
     if points.shape[1] != ndim or values.shape != points.shape:
         raise ValueError(f"{fn}: points and values must both be (P, {ndim}), got {tuple(points.shape)} and {tuple(values.shape)}")
@@ -257,4 +299,4 @@ def tps_displacement(points: torch.Tensor, values: torch.Tensor, shape, smoothin
         phi = _tps_kernel(torch.cdist(chunk, pts), ndim)
         out.append(phi @ w + torch.cat([chunk, torch.ones(len(chunk), 1, dtype=torch.float64, device=dev)], 1) @ a)
     field = torch.cat(out).T.reshape(1, ndim, *shape)
-    return field.to(points.dtype)
+    return field.to(out_dtype)

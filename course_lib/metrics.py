@@ -6,32 +6,32 @@ tensors ``(N, 1, *spatial)``; displacement fields ``(N, ndim, *spatial)`` in vox
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from ._checks import check_field, check_tensor
-from .spatial import jacobian_determinant
+from ._checks import check_batch, check_field, check_labels, check_number, check_tensor, promote
+from .spatial import _jacobian_determinant
 
 __all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels", "one_hot",
            "SeedDifference", "robust_difference"]
 
 
 def _check_labels(fn: str, pred, target):
-    for name, x in (("pred", pred), ("target", target)):
-        check_tensor(fn, name, x, ndims=(4, 5))
-        if x.is_floating_point() or x.dtype == torch.bool:
-            raise TypeError(f"{fn}: {name} must be an integer label map, got dtype {x.dtype}")
-        if x.shape[1] != 1:
-            raise ValueError(f"{fn}: {name} must be (N, 1, *spatial), got {tuple(x.shape)}")
+    check_labels(fn, "pred", pred)
+    check_labels(fn, "target", target)
     if pred.shape != target.shape:
         raise ValueError(f"{fn}: pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
 
 
 def present_labels(target: torch.Tensor) -> list[int]:
-    """Sorted non-zero labels present in ``target``."""
+    """Sorted non-zero labels present in ``target`` (an integer label map, any shape)."""
+    check_tensor("present_labels", "target", target)
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"present_labels: target must be an integer label map, got dtype {target.dtype}")
     return [int(v) for v in torch.unique(target) if int(v) != 0]
 
 
@@ -52,18 +52,31 @@ def one_hot(labels: torch.Tensor, values, dtype=torch.float32) -> torch.Tensor:
              [1., 0.]]])
     """
     fn = "one_hot"
-    check_tensor(fn, "labels", labels, ndims=(4, 5))
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"{fn}: labels must be an integer label map, got dtype {labels.dtype}")
-    if labels.shape[1] != 1:
-        raise ValueError(f"{fn}: labels must be (N, 1, *spatial), got {tuple(labels.shape)}")
-    values = [int(v) for v in values]
-    if not values:
-        raise ValueError(f"{fn}: values must name at least one label, got an empty list")
+    check_labels(fn, "labels", labels)
+    values = _label_list(fn, "values", values)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{fn}: dtype must be a torch.dtype, got {type(dtype).__name__}")
     if not dtype.is_floating_point:
         raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
     lab = torch.tensor(values, device=labels.device).view(1, -1, *([1] * (labels.dim() - 2)))
     return (labels == lab).to(dtype)
+
+
+def _label_list(fn: str, name: str, values) -> list[int]:
+    """A non-empty sequence (list, tuple, 1D tensor) of integer label values."""
+    if isinstance(values, torch.Tensor):
+        if values.dim() > 1 or values.is_floating_point() or values.dtype == torch.bool:
+            raise TypeError(f"{fn}: {name} must be a sequence of int labels, got a tensor of dtype "
+                            f"{values.dtype} and shape {tuple(values.shape)}")
+        values = values.reshape(-1).tolist()
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{fn}: {name} must be a sequence of int labels, got {type(values).__name__}")
+    values = list(values)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        raise TypeError(f"{fn}: {name} must be a sequence of int labels, got {values!r}")
+    if not values:
+        raise ValueError(f"{fn}: {name} must name at least one label, got an empty list")
+    return [int(v) for v in values]
 
 
 def _resolve(fn, pred, target, labels):
@@ -72,10 +85,7 @@ def _resolve(fn, pred, target, labels):
         labels = present_labels(target)
         if not labels:
             raise ValueError(f"{fn}: target has no foreground label (all voxels are 0); pass labels= explicitly")
-    labels = [int(v) for v in labels]
-    if not labels:
-        raise ValueError(f"{fn}: labels must name at least one label, got an empty list")
-    return labels
+    return _label_list(fn, "labels", labels)
 
 
 def dice(pred: torch.Tensor, target: torch.Tensor, labels=None) -> torch.Tensor:
@@ -115,7 +125,7 @@ def hd95(pred: torch.Tensor, target: torch.Tensor, labels=None, spacing=1.0) -> 
     """
     labels = _resolve("hd95", pred, target, labels)
     ndim = pred.dim() - 2
-    sp = np.broadcast_to(np.asarray(spacing, dtype=float), (ndim,))
+    sp = np.asarray(_spacing("hd95", spacing, ndim))
     P = pred[:, 0].cpu().numpy()
     T = target[:, 0].cpu().numpy()
     out = np.full((P.shape[0], len(labels)), np.nan)
@@ -137,6 +147,20 @@ def hd95(pred: torch.Tensor, target: torch.Tensor, labels=None, spacing=1.0) -> 
     return torch.as_tensor(out, dtype=torch.float32)
 
 
+def _spacing(fn: str, spacing, ndim: int | None) -> tuple[float, ...]:
+    """Voxel size: one positive finite number or one per spatial axis (``ndim`` entries; for
+    ``ndim=None``, 2 or 3)."""
+    if isinstance(spacing, torch.Tensor):
+        spacing = spacing.tolist()
+    values = list(spacing) if isinstance(spacing, (list, tuple, np.ndarray)) else [spacing]
+    values = [check_number(fn, "spacing", v, minimum=0, positive=True) for v in values]
+    allowed = (1, ndim) if ndim is not None else (1, 2, 3)
+    if len(values) not in allowed:
+        raise ValueError(f"{fn}: spacing must be one number or {ndim or '2 or 3'} (one per spatial axis), "
+                         f"got {len(values)}: {tuple(values)}")
+    return tuple(values * (ndim or 1)) if len(values) == 1 else tuple(values)
+
+
 def tre(points_a: torch.Tensor, points_b: torch.Tensor, spacing=1.0) -> torch.Tensor:
     """Target registration error: Euclidean distance between corresponding points.
 
@@ -154,17 +178,24 @@ def tre(points_a: torch.Tensor, points_b: torch.Tensor, spacing=1.0) -> torch.Te
         raise ValueError(f"tre: points_a and points_b must have the same shape, got {tuple(points_a.shape)} and {tuple(points_b.shape)}")
     if points_a.dim() < 2 or points_a.shape[-1] not in (2, 3):
         raise ValueError(f"tre: points must be (..., P, 2 or 3), got {tuple(points_a.shape)}")
-    sp = torch.as_tensor(spacing, dtype=points_a.dtype, device=points_a.device)
+    points_a, points_b = promote(points_a, points_b)
+    sp = _spacing("tre", spacing, points_a.shape[-1])
+    sp = torch.tensor(sp, dtype=points_a.dtype, device=points_a.device)
     return torch.linalg.vector_norm((points_a - points_b) * sp, dim=-1)
 
 
 def folding_fraction(displacement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Share of voxels where ``det J ≤ 0`` (the map folds), per sample: ``(N,)``.
 
-    ``mask`` (``(N or 1, 1, *spatial)``, bool or 0/1) restricts the count, e.g. to the brain.
+    ``mask`` (``(N or 1, 1, *spatial)``, bool or 0/1) restricts the count, e.g. to the brain; a
+    mask of batch 1 is used for every sample (documented broadcasting), any other batch size must
+    be the field's.
     """
-    check_field("folding_fraction", "displacement", displacement)
-    neg = (jacobian_determinant(displacement) <= 0).float()
+    fn = "folding_fraction"
+    check_field(fn, "displacement", displacement)
+    if mask is not None:
+        _mask(fn, mask, displacement)
+    neg = (_jacobian_determinant(fn, displacement) <= 0).float()
     if mask is None:
         return neg.flatten(1).mean(1)
     m = _mask("folding_fraction", mask, displacement).float()
@@ -175,9 +206,14 @@ def sdlogj(displacement: torch.Tensor, mask: torch.Tensor | None = None, eps: fl
     """Standard deviation of ``log det J`` per sample: ``(N,)`` (det J clipped at ``eps``).
 
     0 for volume-preserving maps; larger means less smooth. Common in the Learn2Reg challenge.
+    ``mask`` as in :func:`folding_fraction` (``(N or 1, 1, *spatial)``).
     """
-    check_field("sdlogj", "displacement", displacement)
-    logj = torch.log(jacobian_determinant(displacement).clamp_min(eps))
+    fn = "sdlogj"
+    check_field(fn, "displacement", displacement)
+    if mask is not None:
+        _mask(fn, mask, displacement)
+    eps = check_number(fn, "eps", eps, minimum=0, positive=True)
+    logj = torch.log(_jacobian_determinant(fn, displacement).clamp_min(eps))
     if mask is None:
         return logj.flatten(1).std(1)
     m = _mask("sdlogj", mask, displacement).expand_as(logj)
@@ -185,9 +221,11 @@ def sdlogj(displacement: torch.Tensor, mask: torch.Tensor | None = None, eps: fl
 
 
 def _mask(fn, mask, displacement):
-    check_tensor(fn, "mask", mask, ndims=(displacement.dim(),))
+    check_tensor(fn, "mask", mask, ndims=(displacement.dim(),), finite=True)
     if mask.shape[1] != 1 or mask.shape[2:] != displacement.shape[2:]:
-        raise ValueError(f"{fn}: mask must be (N, 1, {', '.join(map(str, displacement.shape[2:]))}), got {tuple(mask.shape)}")
+        raise ValueError(f"{fn}: mask must be (N, 1, {', '.join(map(str, displacement.shape[2:]))}) like "
+                         f"displacement {tuple(displacement.shape)}, got {tuple(mask.shape)}")
+    check_batch(fn, "mask", mask, displacement.shape[0], "displacement")
     return mask[:, 0].bool()
 
 
@@ -218,6 +256,8 @@ def robust_difference(a, b, k: float = 2.0) -> SeedDifference:
     for name, x in (("a", a), ("b", b)):
         if isinstance(x, torch.Tensor):
             x = x.detach().cpu().numpy()
+        if x is None or isinstance(x, (str, bytes, numbers.Number)):
+            raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}")
         try:
             arr = np.asarray(x, dtype=float)
         except (TypeError, ValueError) as err:
@@ -227,7 +267,9 @@ def robust_difference(a, b, k: float = 2.0) -> SeedDifference:
         if not np.isfinite(arr).all():
             raise ValueError(f"{fn}: {name} contains NaN or Inf: {arr.tolist()}")
         vals.append(arr)
-    if not isinstance(k, (int, float)) or isinstance(k, bool) or not k > 0:
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise TypeError(f"{fn}: k must be a positive number, got {type(k).__name__}")
+    if not (k > 0 and np.isfinite(k)):
         raise ValueError(f"{fn}: k must be a positive number, got {k!r}")
     a, b = vals
     diff = float(a.mean() - b.mean())

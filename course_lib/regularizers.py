@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_field
+from ._checks import check_field, check_min_size
 
 __all__ = ["diffusion", "bending_energy", "Diffusion", "BendingEnergy"]
 
@@ -27,18 +27,27 @@ def _diff(u: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 def diffusion(displacement: torch.Tensor) -> torch.Tensor:
-    """Mean squared gradient of the displacement (scalar)."""
-    check_field("diffusion", "displacement", displacement)
+    """Mean squared gradient of the displacement (scalar); every spatial size must be >= 2."""
+    return _diffusion("diffusion", displacement)
+
+
+def _diffusion(fn: str, displacement) -> torch.Tensor:
+    check_field(fn, "displacement", displacement)
+    check_min_size(fn, "displacement", displacement, 2)     # a forward difference needs 2 voxels
     ndim = displacement.shape[1]
     return sum((_diff(displacement, j) ** 2).mean() for j in range(ndim))
 
 
 def bending_energy(displacement: torch.Tensor) -> torch.Tensor:
-    """Mean squared second derivatives, cross terms counted twice (scalar)."""
-    check_field("bending_energy", "displacement", displacement)
+    """Mean squared second derivatives, cross terms counted twice (scalar); every spatial size
+    must be >= 3."""
+    return _bending_energy("bending_energy", displacement)
+
+
+def _bending_energy(fn: str, displacement) -> torch.Tensor:
+    check_field(fn, "displacement", displacement)
+    check_min_size(fn, "displacement", displacement, 3)
     ndim = displacement.shape[1]
-    if min(displacement.shape[2:]) < 3:
-        raise ValueError(f"bending_energy: every spatial size must be >= 3, got {tuple(displacement.shape[2:])}")
     total = 0.0
     for j in range(ndim):
         total = total + (_diff(_diff(displacement, j), j) ** 2).mean()
@@ -51,11 +60,11 @@ class Diffusion(torch.nn.Module):
     """Module twin of :func:`diffusion`."""
 
     def forward(self, displacement: torch.Tensor) -> torch.Tensor:
-        return diffusion(displacement)
+        return _diffusion("Diffusion.forward", displacement)
 
 
 class BendingEnergy(torch.nn.Module):
     """Module twin of :func:`bending_energy`."""
 
     def forward(self, displacement: torch.Tensor) -> torch.Tensor:
-        return bending_energy(displacement)
+        return _bending_energy("BendingEnergy.forward", displacement)

@@ -32,8 +32,8 @@ import math
 
 import torch
 
-from ._checks import check_tensor
-from .spatial import rotation_matrix
+from ._checks import check_int, check_number, check_option, check_tensor, promote
+from .spatial import _rotation_matrix
 
 __all__ = [
     "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle",
@@ -50,7 +50,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 # ---------------------------------------------------------------------------------------------
 
 def _check_vectors(fn: str, name: str, x, sizes: tuple[int, ...], what: str) -> torch.Tensor:
-    check_tensor(fn, name, x, ndims=(2,), floating=True, finite=True)
+    check_tensor(fn, name, x, ndims=(2,), floating=True, finite=True, nonempty=True)
     if x.shape[1] not in sizes:
         want = " or ".join(f"(N, {k})" for k in sizes)
         raise ValueError(f"{fn}: {name} must be {want} ({what}), got shape {tuple(x.shape)}")
@@ -59,7 +59,7 @@ def _check_vectors(fn: str, name: str, x, sizes: tuple[int, ...], what: str) -> 
 
 def _check_rotation(fn: str, name: str, r, sizes: tuple[int, ...] = (3,)) -> int:
     """A batch of square matrices ``(N, k, k)`` with ``k`` in ``sizes``; returns ``k``."""
-    check_tensor(fn, name, r, ndims=(3,), floating=True, finite=True)
+    check_tensor(fn, name, r, ndims=(3,), floating=True, finite=True, nonempty=True)
     k = r.shape[-1]
     if r.shape[-2] != k or k not in sizes:
         want = " or ".join(f"(N, {s}, {s})" for s in sizes)
@@ -89,7 +89,7 @@ def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
         ``(N, 3, 3)`` or ``(N, 2, 2)``; identical to :func:`course_lib.spatial.rotation_matrix`.
     """
     _check_vectors("euler_to_matrix", "angles", angles, (1, 3), "Euler angles in radians")
-    return rotation_matrix(angles)
+    return _rotation_matrix("euler_to_matrix", angles)
 
 
 def matrix_to_euler(matrix: torch.Tensor) -> torch.Tensor:
@@ -216,12 +216,22 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
 # random rotations (for tests and lessons)
 # ---------------------------------------------------------------------------------------------
 
+def _random_options(fn: str, n, generator, dtype) -> int:
+    n = check_int(fn, "n", n, minimum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{fn}: dtype must be a floating torch.dtype, got {dtype!r}")
+    return n
+
+
 def random_rotation_vectors(n: int, max_angle: float = math.pi, generator: torch.Generator | None = None,
                             dtype=torch.float64, min_angle: float = 0.0) -> torch.Tensor:
     """``(n, 3)`` rotation vectors: axis uniform on the sphere, angle uniform in ``[min_angle, max_angle]``."""
     fn = "random_rotation_vectors"
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"{fn}: n must be a positive int, got {n!r}")
+    n = _random_options(fn, n, generator, dtype)
+    max_angle = check_number(fn, "max_angle", max_angle)
+    min_angle = check_number(fn, "min_angle", min_angle)
     if not 0 <= min_angle <= max_angle:
         raise ValueError(f"{fn}: need 0 <= min_angle <= max_angle, got {min_angle}, {max_angle}")
     axis = torch.randn(n, 3, generator=generator, dtype=dtype)
@@ -232,8 +242,7 @@ def random_rotation_vectors(n: int, max_angle: float = math.pi, generator: torch
 
 def random_quaternions(n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> torch.Tensor:
     """``(n, 4)`` unit quaternions (``w >= 0``) uniformly distributed over SO(3) (normalized Gaussians)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"random_quaternions: n must be a positive int, got {n!r}")
+    n = _random_options("random_quaternions", n, generator, dtype)
     q = torch.randn(n, 4, generator=generator, dtype=dtype)
     q = q / q.norm(dim=-1, keepdim=True)
     return torch.where(q[:, :1] < 0, -q, q)
@@ -256,14 +265,20 @@ def geodesic_distance(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
         r1, r2: rotation matrices of the same shape ``(N, 3, 3)`` (or ``(N, 2, 2)``). They are not
             re-orthogonalized; feed rotations (e.g. :func:`euler_to_matrix` of network outputs).
 
+    ``r1`` and ``r2`` of different floating dtypes give the common dtype.
+
     References: Huynh 2009 (metric Φ6); Salehi et al. 2019 (geodesic loss).
     """
-    fn = "geodesic_distance"
-    k = _check_rotation(fn, "r1", r1, (2, 3))
-    _check_rotation(fn, "r2", r2, (2, 3))
+    return _geodesic_distance("geodesic_distance", r1, r2)
+
+
+def _geodesic_distance(fn: str, r1, r2, names: tuple[str, str] = ("r1", "r2")) -> torch.Tensor:
+    k = _check_rotation(fn, names[0], r1, (2, 3))
+    _check_rotation(fn, names[1], r2, (2, 3))
     if r1.shape != r2.shape:
-        raise ValueError(f"{fn}: r1 and r2 must have the same shape (N, {k}, {k}), "
+        raise ValueError(f"{fn}: {names[0]} and {names[1]} must have the same shape (N, {k}, {k}), "
                          f"got {tuple(r1.shape)} and {tuple(r2.shape)}")
+    r1, r2 = promote(r1, r2)
     m = r1.transpose(-1, -2) @ r2                                                  # (N, k, k)
     if k == 2:
         return torch.atan2(m[:, 1, 0] - m[:, 0, 1], m[:, 0, 0] + m[:, 1, 1]).abs()
@@ -283,12 +298,10 @@ class GeodesicLoss(torch.nn.Module):
 
     def __init__(self, reduction: str = "mean"):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"GeodesicLoss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = check_option("GeodesicLoss", "reduction", reduction, _REDUCTIONS)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        d = geodesic_distance(input, target)
+        d = _geodesic_distance("GeodesicLoss.forward", input, target, ("input", "target"))
         if self.reduction == "mean":
             return d.mean()
         if self.reduction == "sum":

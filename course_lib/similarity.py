@@ -3,7 +3,10 @@
 Introduced in lesson 02. Every function takes two image batches ``a`` and ``b`` of the same shape
 ``(N, C, *spatial)`` and returns a scalar, averaged over the batch. Each function carries the
 attribute ``higher_is_better``; :func:`as_loss` turns any of them into a quantity to minimise.
-Module twins (``SSD``, ``NCC``, …) only hold hyper-parameters.
+Module twins (``SSD``, ``NCC``, …) only hold hyper-parameters, checked when the module is built.
+
+Dtype policy (see :mod:`course_lib._checks`): ``a`` and ``b`` of different floating dtypes are
+promoted to their common dtype (float32 with float64 gives a float64 result), for every measure.
 
 References: Hill et al. 2001 (medical image registration review); Viola & Wells 1997 and
 Collignon/Maes et al. 1997 (mutual information); Studholme et al. 1999 (NMI);
@@ -12,23 +15,26 @@ Avants et al. 2008 and Balakrishnan et al. 2019 (local cross-correlation).
 
 from __future__ import annotations
 
+import inspect
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_image, check_same_shape, check_tensor
+from ._checks import (check_image, check_int, check_keywords, check_number, check_same_shape, check_tensor,
+                      promote)
 
 __all__ = ["ssd", "ncc", "lncc", "mutual_information", "nmi", "soft_dice", "as_loss",
            "SSD", "NCC", "LNCC", "MutualInformation", "NMI", "SoftDice", "SIMILARITIES"]
 
 
-def _pair(fn: str, a, b) -> None:
+def _pair(fn: str, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two image batches of the same shape, promoted to their common dtype."""
     check_image(fn, "a", a)
     check_image(fn, "b", b)
     check_same_shape(fn, "a", a, "b", b)
+    return promote(a, b)
 
 
 def _higher(flag: bool):
@@ -41,7 +47,11 @@ def _higher(flag: bool):
 @_higher(False)
 def ssd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean of squared differences ``mean((a - b)^2)``. Lower is better (0 when equal)."""
-    _pair("ssd", a, b)
+    return _ssd("ssd", a, b)
+
+
+def _ssd(fn: str, a, b) -> torch.Tensor:
+    a, b = _pair(fn, a, b)
     return ((a - b) ** 2).mean()
 
 
@@ -52,7 +62,16 @@ def ncc(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     ``NCC = Σ (a - ā)(b - b̄) / sqrt(Σ (a - ā)² Σ (b - b̄)²)`` in ``[-1, 1]``; invariant to
     ``b ↦ αb + β`` with ``α > 0``. Higher is better.
     """
-    _pair("ncc", a, b)
+    return _ncc("ncc", a, b, eps)
+
+
+def _ncc_options(fn: str, eps: float = 1e-8) -> dict:
+    return dict(eps=check_number(fn, "eps", eps, minimum=0, positive=True))
+
+
+def _ncc(fn: str, a, b, eps: float = 1e-8) -> torch.Tensor:
+    a, b = _pair(fn, a, b)
+    eps = _ncc_options(fn, eps)["eps"]
     a = a.flatten(1)
     b = b.flatten(1)
     a = a - a.mean(1, keepdim=True)
@@ -90,11 +109,22 @@ def lncc(a: torch.Tensor, b: torch.Tensor, window: int = 9, eps: float = 1e-5) -
     ``(Σ ab - n ā b̄)² / ((Σ a² - n ā²)(Σ b² - n b̄²) + eps)``; returns the mean over voxels and batch,
     in ``[0, 1]``. Flat boxes (no variance) score 0. Higher is better. Single-channel images only.
     """
-    _pair("lncc", a, b)
+    return _lncc("lncc", a, b, window, eps)
+
+
+def _lncc_options(fn: str, window: int = 9, eps: float = 1e-5) -> dict:
+    window = check_int(fn, "window", window)
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"{fn}: window must be a positive odd int, got {window!r}")
+    return dict(window=window, eps=check_number(fn, "eps", eps, minimum=0, positive=True))
+
+
+def _lncc(fn: str, a, b, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
+    a, b = _pair(fn, a, b)
     if a.shape[1] != 1:
-        raise ValueError(f"lncc: images must have 1 channel, got shape {tuple(a.shape)}")
-    if not isinstance(window, int) or window < 1 or window % 2 == 0:
-        raise ValueError(f"lncc: window must be a positive odd int, got {window!r}")
+        raise ValueError(f"{fn}: images must have 1 channel (a and b), got shape {tuple(a.shape)}")
+    opts = _lncc_options(fn, window, eps)
+    window, eps = opts["window"], opts["eps"]
     ndim = a.dim() - 2
 
     def mean(x):  # box mean over the window, voxels outside the image not counted
@@ -197,11 +227,21 @@ def _entropies(joint: torch.Tensor, eps: float = 1e-10):
     return ha, hb, hab
 
 
-def _check_bins(fn, bins, sigma=None):
-    if not isinstance(bins, int) or bins < 2:
+def _histogram_options(fn: str, bins: int = 32, sigma: float | None = None, vmin: float | None = None,
+                       vmax: float | None = None) -> dict:
+    """Check the soft-histogram options of :func:`mutual_information` and :func:`nmi`."""
+    bins = check_int(fn, "bins", bins)
+    if bins < 2:
         raise ValueError(f"{fn}: bins must be an int >= 2, got {bins!r}")
-    if sigma is not None and not (isinstance(sigma, numbers.Real) and sigma > 0):
-        raise ValueError(f"{fn}: sigma must be a positive number (or None for one bin width), got {sigma!r}")
+    if sigma is not None:
+        sigma = check_number(fn, "sigma", sigma)
+        if sigma <= 0:
+            raise ValueError(f"{fn}: sigma must be a positive number (or None for one bin width), got {sigma!r}")
+    vmin = check_number(fn, "vmin", vmin, optional=True)
+    vmax = check_number(fn, "vmax", vmax, optional=True)
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ValueError(f"{fn}: need vmin < vmax, got vmin={vmin:g}, vmax={vmax:g}")
+    return dict(bins=bins, sigma=sigma, vmin=vmin, vmax=vmax)
 
 
 @_higher(True)
@@ -212,9 +252,14 @@ def mutual_information(a: torch.Tensor, b: torch.Tensor, bins: int = 32, sigma: 
     Depends only on how intensities co-occur, not on their values, so it works across contrasts
     (T1 vs T2). Higher is better. Memory grows as voxels × bins: fine for 2D and downsampled 3D.
     """
-    _pair("mutual_information", a, b)
-    _check_bins("mutual_information", bins, sigma)
-    ha, hb, hab = _entropies(_joint_histogram(a, b, bins, sigma, vmin, vmax))
+    return _mutual_information("mutual_information", a, b, bins, sigma, vmin, vmax)
+
+
+def _mutual_information(fn: str, a, b, bins: int = 32, sigma: float | None = None,
+                        vmin: float | None = None, vmax: float | None = None) -> torch.Tensor:
+    a, b = _pair(fn, a, b)
+    opts = _histogram_options(fn, bins, sigma, vmin, vmax)
+    ha, hb, hab = _entropies(_joint_histogram(a, b, **opts))
     return (ha + hb - hab).mean()
 
 
@@ -225,9 +270,14 @@ def nmi(a: torch.Tensor, b: torch.Tensor, bins: int = 32, sigma: float | None = 
 
     Less sensitive than MI to how much the images overlap (Studholme et al. 1999).
     """
-    _pair("nmi", a, b)
-    _check_bins("nmi", bins, sigma)
-    ha, hb, hab = _entropies(_joint_histogram(a, b, bins, sigma, vmin, vmax))
+    return _nmi("nmi", a, b, bins, sigma, vmin, vmax)
+
+
+def _nmi(fn: str, a, b, bins: int = 32, sigma: float | None = None,
+         vmin: float | None = None, vmax: float | None = None) -> torch.Tensor:
+    a, b = _pair(fn, a, b)
+    opts = _histogram_options(fn, bins, sigma, vmin, vmax)
+    ha, hb, hab = _entropies(_joint_histogram(a, b, **opts))
     return ((ha + hb) / hab.clamp_min(1e-10)).mean()
 
 
@@ -241,12 +291,16 @@ def soft_dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tens
     ``1 - soft_dice`` is the label-driven loss of weak supervision (Hu et al. 2018; Milletari et
     al. 2016). A label absent from both maps of a sample counts as 1 (nothing to overlap).
     """
-    fn = "soft_dice"
-    check_tensor(fn, "a", a, ndims=(4, 5), floating=True, finite=True)
-    check_tensor(fn, "b", b, ndims=(4, 5), floating=True, finite=True)
-    check_same_shape(fn, "a", a, "b", b)
-    if eps <= 0:
-        raise ValueError(f"{fn}: eps must be > 0, got {eps!r}")
+    return _soft_dice("soft_dice", a, b, eps)
+
+
+def _soft_dice_options(fn: str, eps: float = 1e-6) -> dict:
+    return dict(eps=check_number(fn, "eps", eps, minimum=0, positive=True))
+
+
+def _soft_dice(fn: str, a, b, eps: float = 1e-6) -> torch.Tensor:
+    a, b = _pair(fn, a, b)
+    eps = _soft_dice_options(fn, eps)["eps"]
     a, b = a.flatten(2), b.flatten(2)                      # (N, L, V)
     inter, size = (a * b).sum(-1), a.sum(-1) + b.sum(-1)
     return ((2 * inter + eps) / (size + eps)).mean()
@@ -254,24 +308,37 @@ def soft_dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tens
 
 def as_loss(similarity):
     """A loss to minimise from a similarity: itself if lower is better, else its negative."""
+    return _as_loss("as_loss", similarity)
+
+
+def _as_loss(fn: str, similarity):
     if not callable(similarity) or not hasattr(similarity, "higher_is_better"):
-        raise TypeError("as_loss: similarity must be one of course_lib.similarity's functions or modules "
-                        f"(with a higher_is_better attribute), got {similarity!r}")
+        raise TypeError(f"{fn}: similarity must be one of course_lib.similarity's functions or modules "
+                        f"(with a higher_is_better attribute), got {type(similarity).__name__}")
     if similarity.higher_is_better:
         return lambda a, b: -similarity(a, b)
     return similarity
 
 
 class _Similarity(torch.nn.Module):
+    """A module twin: holds the keyword arguments of its function, checked when it is built."""
+
     higher_is_better: bool
-    _fn = None
+    _fn = None          # the public function (for its signature)
+    _impl = None        # the function's body, ``_impl(fn_name, a, b, **kwargs)``
+    _options = None     # checks the keyword arguments, ``_options(fn_name, **kwargs)``
 
     def __init__(self, **kwargs):
         super().__init__()
+        name = type(self).__name__
+        allowed = [p for p in inspect.signature(type(self)._fn).parameters if p not in ("a", "b")]
+        check_keywords(name, kwargs, allowed)
+        if type(self)._options is not None:
+            type(self)._options(name, **kwargs)
         self.kwargs = kwargs
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return type(self)._fn(a, b, **self.kwargs)
+        return type(self)._impl(f"{type(self).__name__}.forward", a, b, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
@@ -281,36 +348,47 @@ class SSD(_Similarity):
     """Module twin of :func:`ssd` (lower is better)."""
     higher_is_better = False
     _fn = staticmethod(ssd)
+    _impl = staticmethod(_ssd)
 
 
 class NCC(_Similarity):
     """Module twin of :func:`ncc` (higher is better)."""
     higher_is_better = True
     _fn = staticmethod(ncc)
+    _impl = staticmethod(_ncc)
+    _options = staticmethod(_ncc_options)
 
 
 class LNCC(_Similarity):
     """Module twin of :func:`lncc` (higher is better); ``LNCC(window=9)``."""
     higher_is_better = True
     _fn = staticmethod(lncc)
+    _impl = staticmethod(_lncc)
+    _options = staticmethod(_lncc_options)
 
 
 class MutualInformation(_Similarity):
     """Module twin of :func:`mutual_information` (higher is better); ``MutualInformation(bins=32)``."""
     higher_is_better = True
     _fn = staticmethod(mutual_information)
+    _impl = staticmethod(_mutual_information)
+    _options = staticmethod(_histogram_options)
 
 
 class NMI(_Similarity):
     """Module twin of :func:`nmi` (higher is better)."""
     higher_is_better = True
     _fn = staticmethod(nmi)
+    _impl = staticmethod(_nmi)
+    _options = staticmethod(_histogram_options)
 
 
 class SoftDice(_Similarity):
     """Module twin of :func:`soft_dice` (higher is better; for label maps, not images)."""
     higher_is_better = True
     _fn = staticmethod(soft_dice)
+    _impl = staticmethod(_soft_dice)
+    _options = staticmethod(_soft_dice_options)
 
 
 #: Name → function, for lessons that loop over measures.

@@ -13,7 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_field, check_image, check_spatial_match, check_tensor
+from ._checks import (check_field, check_image, check_int, check_min_size, check_number, check_option, check_size,
+                      check_spatial_match, check_tensor, promote)
+
+_MODES = ("linear", "nearest")
+_PADDINGS = ("border", "zeros")
 
 __all__ = [
     "ALIGN_CORNERS", "identity_grid", "to_normalized_grid", "warp", "Warp", "affine_matrix",
@@ -35,9 +39,9 @@ def identity_grid(shape, device=None, dtype=torch.float32) -> torch.Tensor:
     tensor([[0., 1., 2.],
             [0., 1., 2.]])
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) not in (2, 3) or min(shape) < 1:
-        raise ValueError(f"identity_grid: shape must be 2 or 3 positive sizes, got {shape}")
+    shape = check_size("identity_grid", "shape", shape, (2, 3))
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"identity_grid: dtype must be a torch.dtype, got {type(dtype).__name__}")
     axes = [torch.arange(s, device=device, dtype=dtype) for s in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)[None]
 
@@ -50,11 +54,16 @@ def to_normalized_grid(coords: torch.Tensor, sizes=None) -> torch.Tensor:
     ``2 * coord / (size - 1) - 1`` for :data:`ALIGN_CORNERS` ``= True``. ``sizes`` is the spatial
     shape of the image to be sampled (default ``coords.shape[2:]``, i.e. a dense grid on that image).
     """
-    check_field("to_normalized_grid", "coords", coords, finite=False)
+    fn = "to_normalized_grid"
+    check_field(fn, "coords", coords)
     ndim = coords.shape[1]
-    sizes = tuple(coords.shape[2:]) if sizes is None else tuple(int(s) for s in sizes)
-    if len(sizes) != ndim:
-        raise ValueError(f"to_normalized_grid: sizes must have {ndim} entries, got {sizes}")
+    sizes = tuple(coords.shape[2:]) if sizes is None else check_size(fn, "sizes", sizes, ndim)
+    return _to_grid(coords, sizes)
+
+
+def _to_grid(coords: torch.Tensor, sizes) -> torch.Tensor:
+    """:func:`to_normalized_grid` without the input checks, for inner loops (see :func:`_warp`)."""
+    ndim = coords.shape[1]
     chans = []
     for i in range(ndim):
         n = sizes[i]
@@ -71,18 +80,23 @@ def warp(image: torch.Tensor, displacement: torch.Tensor, mode: str = "linear",
     Args:
         image: ``(N, C, *spatial)``; integer (label) images need ``mode="nearest"`` and keep
             their dtype.
-        displacement: ``(N or 1, ndim, *spatial)`` in voxels (same spatial shape as ``image``).
+        displacement: ``(N, ndim, *spatial)`` in voxels (same spatial shape as ``image``).
+            Documented broadcasting: either batch may be 1 and is then repeated (one image
+            warped by ``N`` fields, or ``N`` images by one field).
         mode: ``"linear"`` (bi/trilinear) for intensities, ``"nearest"`` for labels.
         padding: ``"border"`` (repeat edge values) or ``"zeros"``.
 
     Returns:
-        ``(N, C, *spatial)``, same dtype as ``image``.
+        ``(N, C, *spatial)``, same dtype as ``image`` (the one exception to the promotion rule of
+        the dtype policy: the field's dtype only sets the precision of the sampling).
     """
-    fn = "warp"
-    if mode not in ("linear", "nearest"):
-        raise ValueError(f"{fn}: mode must be 'linear' or 'nearest', got {mode!r}")
-    if padding not in ("border", "zeros"):
-        raise ValueError(f"{fn}: padding must be 'border' or 'zeros', got {padding!r}")
+    return _checked_warp("warp", image, displacement, mode, padding)
+
+
+def _checked_warp(fn: str, image, displacement, mode: str, padding: str) -> torch.Tensor:
+    """:func:`warp` with its checks, errors named after the public function ``fn``."""
+    check_option(fn, "mode", mode, _MODES)
+    check_option(fn, "padding", padding, _PADDINGS)
     check_image(fn, "image", image, floating=False)
     check_field(fn, "displacement", displacement)
     if displacement.shape[1] != image.dim() - 2:
@@ -104,7 +118,8 @@ def _warp(image: torch.Tensor, displacement: torch.Tensor, mode: str = "linear",
     is_int = not image.is_floating_point()
     src = image.to(displacement.dtype) if is_int or image.dtype != displacement.dtype else image
     n = max(src.shape[0], displacement.shape[0])
-    grid = to_normalized_grid(identity_grid(src.shape[2:], displacement.device, displacement.dtype) + displacement)
+    coords = identity_grid(src.shape[2:], displacement.device, displacement.dtype) + displacement
+    grid = _to_grid(coords, coords.shape[2:])
     if grid.shape[0] != n:
         grid = grid.expand(n, *grid.shape[1:])
     if src.shape[0] != n:
@@ -119,10 +134,11 @@ class Warp(torch.nn.Module):
 
     def __init__(self, mode: str = "linear", padding: str = "border"):
         super().__init__()
-        self.mode, self.padding = mode, padding
+        self.mode = check_option("Warp", "mode", mode, _MODES)
+        self.padding = check_option("Warp", "padding", padding, _PADDINGS)
 
     def forward(self, image: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
-        return warp(image, displacement, self.mode, self.padding)
+        return _checked_warp("Warp.forward", image, displacement, self.mode, self.padding)
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, padding={self.padding!r}"
@@ -139,7 +155,7 @@ def affine_matrix(params: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(N, ndim+1, ndim+1)`` voxel-coordinate matrices.
     """
-    check_tensor("affine_matrix", "params", params, ndims=(2,), floating=True)
+    check_tensor("affine_matrix", "params", params, ndims=(2,), floating=True, finite=True, nonempty=True)
     k = params.shape[1]
     if k not in (6, 12):
         raise ValueError(f"affine_matrix: params must be (N, 6) for 2D or (N, 12) for 3D, got {tuple(params.shape)}")
@@ -157,10 +173,15 @@ def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
     2D: ``angles`` ``(N, 1)`` rotates axis 0 towards axis 1. 3D: ``(N, 3)`` are rotations about
     spatial axes 0, 1 and 2, applied in that order (``R = R2 @ R1 @ R0``).
     """
-    check_tensor("rotation_matrix", "angles", angles, ndims=(2,), floating=True)
+    return _rotation_matrix("rotation_matrix", angles)
+
+
+def _rotation_matrix(fn: str, angles, check: bool = True) -> torch.Tensor:
+    if check:
+        check_tensor(fn, "angles", angles, ndims=(2,), floating=True, finite=True, nonempty=True)
     n, k = angles.shape
-    if k not in (1, 3):
-        raise ValueError(f"rotation_matrix: angles must be (N, 1) in 2D or (N, 3) in 3D, got {tuple(angles.shape)}")
+    if check and k not in (1, 3):
+        raise ValueError(f"{fn}: angles must be (N, 1) in 2D or (N, 3) in 3D, got {tuple(angles.shape)}")
     c, s = torch.cos(angles), torch.sin(angles)
     one, zero = torch.ones_like(c[:, 0]), torch.zeros_like(c[:, 0])
     if k == 1:
@@ -181,20 +202,32 @@ def rigid_matrix(angles: torch.Tensor, translation: torch.Tensor, center) -> tor
         angles: ``(N, 1)`` (2D) or ``(N, 3)`` (3D) radians, see :func:`rotation_matrix`.
         translation: ``(N, ndim)`` in voxels.
         center: ``(ndim,)`` or ``(N, ndim)`` rotation centre in voxels (e.g. the image centre
-            ``[(s - 1) / 2 for s in shape]``).
+            ``[(s - 1) / 2 for s in shape]``), a sequence of numbers or a tensor.
+
+    ``angles`` and ``translation`` of different floating dtypes give the common dtype.
     """
     fn = "rigid_matrix"
-    check_tensor(fn, "angles", angles, ndims=(2,), floating=True)
-    if angles.shape[1] not in (1, 3):
-        raise ValueError(f"{fn}: angles must be (N, 1) in 2D or (N, 3) in 3D, got {tuple(angles.shape)}")
-    rot = rotation_matrix(angles)
+    rot = _rotation_matrix(fn, angles)
     ndim = rot.shape[-1]
-    check_tensor(fn, "translation", translation, ndims=(2,), floating=True)
+    check_tensor(fn, "translation", translation, ndims=(2,), floating=True, finite=True)
     if translation.shape != (angles.shape[0], ndim):
         raise ValueError(f"{fn}: translation must be {(angles.shape[0], ndim)}, got {tuple(translation.shape)}")
-    center = torch.as_tensor(center, dtype=rot.dtype, device=rot.device)
-    if center.shape[-1] != ndim:
-        raise ValueError(f"{fn}: center must have {ndim} coordinates, got shape {tuple(center.shape)}")
+    rot, translation = promote(rot, translation)
+    if isinstance(center, torch.Tensor):
+        if not center.is_floating_point() and (center.is_complex() or center.dtype == torch.bool):
+            raise TypeError(f"{fn}: center must hold real numbers, got dtype {center.dtype}")
+    elif center is None or isinstance(center, (str, bytes)) or not hasattr(center, "__len__"):
+        raise TypeError(f"{fn}: center must be a sequence of {ndim} numbers or a tensor, got "
+                        f"{type(center).__name__}")
+    try:
+        center = torch.as_tensor(center, dtype=rot.dtype, device=rot.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{fn}: center must be a sequence of {ndim} numbers or a tensor, got {center!r}") from err
+    if center.dim() not in (1, 2) or center.shape[-1] != ndim or (center.dim() == 2 and center.shape[0] not in (1, rot.shape[0])):
+        raise ValueError(f"{fn}: center must have {ndim} coordinates, shape ({ndim},) or ({rot.shape[0]}, {ndim}), "
+                         f"got shape {tuple(center.shape)}")
+    if not bool(torch.isfinite(center).all()):
+        raise ValueError(f"{fn}: center contains NaN or Inf values")
     center = center.expand(rot.shape[0], ndim)
     t = translation + center - (rot @ center[..., None])[..., 0]
     top = torch.cat([rot, t[..., None]], dim=-1)
@@ -203,12 +236,14 @@ def rigid_matrix(angles: torch.Tensor, translation: torch.Tensor, center) -> tor
     return torch.cat([top, bottom], dim=1)
 
 
-def _check_matrix(fn: str, matrix: torch.Tensor, ndim: int | None = None) -> int:
-    check_tensor(fn, "matrix", matrix, ndims=(3,), floating=True, finite=True)
+def _check_matrix(fn: str, matrix: torch.Tensor, ndim: int | None = None, of: str = "") -> int:
+    """A batch of homogeneous matrices ``(N, d+1, d+1)``, ``d`` 2 or 3 (= ``ndim`` if given, the
+    number of spatial axes of ``of``, e.g. ``"image (1, 1, 5, 6, 7)"``, named in the message)."""
+    check_tensor(fn, "matrix", matrix, ndims=(3,), floating=True, finite=True, nonempty=True)
     d = matrix.shape[-1] - 1
     if matrix.shape[-2] != d + 1 or d not in (2, 3) or (ndim is not None and d != ndim):
         want = f"(N, {ndim + 1}, {ndim + 1})" if ndim else "(N, 3, 3) or (N, 4, 4)"
-        raise ValueError(f"{fn}: matrix must be {want}, got {tuple(matrix.shape)}")
+        raise ValueError(f"{fn}: matrix must be {want}{' for ' + of if of else ''}, got {tuple(matrix.shape)}")
     return d
 
 
@@ -217,7 +252,7 @@ def affine_to_displacement(matrix: torch.Tensor, shape) -> torch.Tensor:
 
     Returns ``(N, ndim, *shape)``.
     """
-    shape = tuple(int(s) for s in shape)
+    shape = check_size("affine_to_displacement", "shape", shape, (2, 3))
     ndim = _check_matrix("affine_to_displacement", matrix, len(shape))
     x = identity_grid(shape, matrix.device, matrix.dtype).flatten(2)           # (1, ndim, V)
     mx = matrix[:, :ndim, :ndim] @ x + matrix[:, :ndim, ndim:]                 # (N, ndim, V)
@@ -226,12 +261,22 @@ def affine_to_displacement(matrix: torch.Tensor, shape) -> torch.Tensor:
 
 def warp_affine(image: torch.Tensor, matrix: torch.Tensor, mode: str = "linear",
                 padding: str = "border") -> torch.Tensor:
-    """Warp ``image`` ``(N, C, *spatial)`` by the voxel affine ``matrix`` (``moving_from_fixed``)."""
-    check_image("warp_affine", "image", image, floating=False)
-    _check_matrix("warp_affine", matrix, image.dim() - 2)
+    """Warp ``image`` ``(N, C, *spatial)`` by the voxel affine ``matrix`` (``moving_from_fixed``).
+
+    ``matrix`` is ``(N or 1, ndim+1, ndim+1)`` (either batch may be 1, as in :func:`warp`); the
+    result has the image's dtype (the matrix is cast to it; float32 for integer label images).
+    """
+    fn = "warp_affine"
+    check_option(fn, "mode", mode, _MODES)
+    check_option(fn, "padding", padding, _PADDINGS)
+    check_image(fn, "image", image, floating=False)
+    _check_matrix(fn, matrix, image.dim() - 2, f"image {tuple(image.shape)}")
+    if matrix.shape[0] != image.shape[0] and 1 not in (matrix.shape[0], image.shape[0]):
+        raise ValueError(f"{fn}: image and matrix must have the same batch size (or one of them 1), "
+                         f"got {image.shape[0]} and {matrix.shape[0]}")
     disp = affine_to_displacement(matrix.to(torch.float32) if not image.is_floating_point() else matrix.to(image.dtype),
                                   image.shape[2:])
-    return warp(image, disp, mode, padding)
+    return _checked_warp(fn, image, disp, mode, padding)
 
 
 def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -239,7 +284,8 @@ def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
     ``warp(warp(img, first), second) ≈ warp(img, compose(first, second))``; as maps,
     ``x ↦ x + second(x) + first(x + second(x))`` (the backward map of ``first`` evaluated after
-    that of ``second``). Both ``(N, ndim, *spatial)`` in voxels.
+    that of ``second``). Both ``(N, ndim, *spatial)`` in voxels; either batch may be 1 (it is
+    repeated), and different floating dtypes give the common dtype.
     """
     check_field("compose", "first", first)
     check_field("compose", "second", second)
@@ -256,8 +302,7 @@ def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     References: Arsigny et al. 2006; Dalca et al. 2018 (MICCAI), 2019 (MedIA).
     """
     check_field("integrate_velocity", "velocity", velocity)
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"integrate_velocity: steps must be a non-negative int, got {steps!r}")
+    steps = check_int("integrate_velocity", "steps", steps, minimum=0)
     return _integrate(velocity, steps)
 
 
@@ -276,10 +321,13 @@ def jacobian_determinant(displacement: torch.Tensor) -> torch.Tensor:
     (``torch.gradient``), exact for fields that are quadratic polynomials at interior voxels.
     Values ≤ 0 mark folding.
     """
-    check_field("jacobian_determinant", "displacement", displacement)
+    return _jacobian_determinant("jacobian_determinant", displacement)
+
+
+def _jacobian_determinant(fn: str, displacement) -> torch.Tensor:
+    check_field(fn, "displacement", displacement)
+    check_min_size(fn, "displacement", displacement, 2)
     ndim = displacement.shape[1]
-    if min(displacement.shape[2:]) < 2:
-        raise ValueError(f"jacobian_determinant: every spatial size must be >= 2, got {tuple(displacement.shape[2:])}")
     # grads[i][j] = d u_i / d x_j, each (N, *spatial)
     grads = [torch.gradient(displacement[:, i], dim=tuple(range(1, ndim + 1))) for i in range(ndim)]
     j = [[grads[i][k] + (1.0 if i == k else 0.0) for k in range(ndim)] for i in range(ndim)]
@@ -291,11 +339,19 @@ def jacobian_determinant(displacement: torch.Tensor) -> torch.Tensor:
 
 
 def resize_image(image: torch.Tensor, size, mode: str = "linear") -> torch.Tensor:
-    """Resize ``(N, C, *spatial)`` to ``size`` with ``align_corners=True`` (corner voxels stay put)."""
-    check_image("resize_image", "image", image)
-    size = tuple(int(s) for s in size)
-    if len(size) != image.dim() - 2:
-        raise ValueError(f"resize_image: size must have {image.dim() - 2} entries, got {size}")
+    """Resize ``(N, C, *spatial)`` to ``size`` with ``align_corners=True`` (corner voxels stay put).
+
+    ``mode``: ``"linear"`` (bi/trilinear) or ``"nearest"``.
+    """
+    fn = "resize_image"
+    check_image(fn, "image", image)
+    size = check_size(fn, "size", size, image.dim() - 2)
+    check_option(fn, "mode", mode, _MODES)
+    return _resize(image, size, mode)
+
+
+def _resize(image: torch.Tensor, size, mode: str = "linear") -> torch.Tensor:
+    """:func:`resize_image` without the input checks."""
     if mode == "nearest":
         return F.interpolate(image, size=size, mode="nearest")
     interp = "bilinear" if image.dim() == 4 else "trilinear"
@@ -309,10 +365,13 @@ def resize_displacement(displacement: torch.Tensor, size) -> torch.Tensor:
     on the resized axis of ``m`` voxels, so channel *i* is multiplied by ``(m_i - 1)/(n_i - 1)``.
     """
     check_field("resize_displacement", "displacement", displacement)
-    size = tuple(int(s) for s in size)
-    if len(size) != displacement.dim() - 2:
-        raise ValueError(f"resize_displacement: size must have {displacement.dim() - 2} entries, got {size}")
-    out = resize_image(displacement, size)
+    size = check_size("resize_displacement", "size", size, displacement.dim() - 2)
+    return _resize_displacement(displacement, size)
+
+
+def _resize_displacement(displacement: torch.Tensor, size) -> torch.Tensor:
+    """:func:`resize_displacement` without the input checks (see :func:`_warp`)."""
+    out = _resize(displacement, size)
     scale = torch.tensor([(m - 1) / max(n - 1, 1) for m, n in zip(size, displacement.shape[2:])],
                          dtype=out.dtype, device=out.device)
     return out * scale.view(1, -1, *([1] * len(size)))
@@ -322,8 +381,8 @@ def gaussian_blur(image: torch.Tensor, sigma: float, truncate: float = 3.0) -> t
     """Separable Gaussian smoothing of ``(N, C, *spatial)`` with standard deviation ``sigma`` voxels
     (replicate padding). ``sigma = 0`` returns the input."""
     check_image("gaussian_blur", "image", image)
-    if sigma < 0:
-        raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
+    sigma = check_number("gaussian_blur", "sigma", sigma, minimum=0)
+    truncate = check_number("gaussian_blur", "truncate", truncate, minimum=0, positive=True)
     if sigma == 0:
         return image
     r = max(1, int(math.ceil(truncate * sigma)))
@@ -351,18 +410,20 @@ def transform_points(points: torch.Tensor, displacement: torch.Tensor) -> torch.
         displacement: ``(N, ndim, *spatial)`` voxels.
 
     Returns:
-        ``(N, P, ndim)``: the corresponding moving-image coordinates.
+        ``(N, P, ndim)``: the corresponding moving-image coordinates, in the common dtype of
+        ``points`` and ``displacement``.
     """
     fn = "transform_points"
     check_field(fn, "displacement", displacement)
     check_tensor(fn, "points", points, ndims=(3,), floating=True, finite=True)
+    points, displacement = promote(points, displacement)
     ndim = displacement.shape[1]
     if points.shape[-1] != ndim or points.shape[0] not in (1, displacement.shape[0]):
-        raise ValueError(f"{fn}: points must be (N, P, {ndim}) with N = {displacement.shape[0]}, "
-                         f"got {tuple(points.shape)}")
+        raise ValueError(f"{fn}: points must be (N, P, {ndim}) with N = 1 or {displacement.shape[0]} (the batch "
+                         f"of displacement {tuple(displacement.shape)}), got {tuple(points.shape)}")
     n = displacement.shape[0]
     pts = points.expand(n, -1, -1).to(displacement.dtype)
     coords = pts.transpose(1, 2).reshape(n, ndim, -1, *([1] * (ndim - 1)))   # (N, ndim, P, 1[, 1])
-    grid = to_normalized_grid(coords, sizes=displacement.shape[2:])          # (N, P, 1[, 1], ndim)
+    grid = _to_grid(coords, displacement.shape[2:])                          # (N, P, 1[, 1], ndim)
     u = F.grid_sample(displacement, grid, mode="bilinear", padding_mode="border", align_corners=ALIGN_CORNERS)
     return pts + u.view(n, ndim, -1).transpose(1, 2)

@@ -15,11 +15,24 @@ from typing import Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
+from ._checks import check_callable, check_int, check_number
+
 __all__ = ["fit", "cycle", "recalibrate_batchnorm", "save_checkpoint", "load_checkpoint"]
 
 
 def cycle(batches) -> Iterable:
     """Repeat an iterable (e.g. a DataLoader) forever; a callable is called for each batch."""
+    _check_batches("cycle", batches)
+    return _cycle(batches)
+
+
+def _check_batches(fn: str, batches) -> None:
+    if isinstance(batches, torch.Tensor) or not (callable(batches) or hasattr(batches, "__iter__")):
+        raise TypeError(f"{fn}: batches must be an iterable of batches (e.g. a list or a DataLoader) or a "
+                        f"zero-argument callable returning one, got {type(batches).__name__}")
+
+
+def _cycle(batches) -> Iterable:
     if callable(batches):
         while True:
             yield batches()
@@ -58,11 +71,12 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     Returns:
         ``{"loss": [...], <logged names>: [...], "time": seconds}`` (over all steps so far when
         resumed).
+
+    Every argument is checked before the first step (a negative ``grad_clip`` would flip the
+    gradient, so it is an error, not a silent uphill run).
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"fit: steps must be a positive int, got {steps!r}")
-    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise ValueError(f"fit: checkpoint_every must be a non-negative int, got {checkpoint_every!r}")
+    _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progress, desc, grad_clip,
+                         callback, callback_every, checkpoint, checkpoint_every, config)
     if seed is not None:
         torch.manual_seed(seed)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
@@ -81,7 +95,7 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
                         history={**history, "time": elapsed + time.perf_counter() - start})
 
     model.train()
-    source = cycle(batches)
+    source = _cycle(batches)
     start = time.perf_counter()
     bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
     for i in bar:
@@ -108,6 +122,36 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     history["time"] = elapsed + time.perf_counter() - start
     model.eval()
     return history
+
+
+def _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progress, desc, grad_clip,
+                         callback, callback_every, checkpoint, checkpoint_every, config) -> None:
+    fn = "fit"
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if next(model.parameters(), None) is None:
+        raise ValueError(f"{fn}: model has no parameters to train")
+    check_callable(fn, "step", step, "a callable step(model, batch) -> loss")
+    _check_batches(fn, batches)
+    check_int(fn, "steps", steps, minimum=1)
+    if optimizer is None:
+        check_number(fn, "lr", lr, minimum=0, positive=True)
+    elif not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"{fn}: optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    check_int(fn, "seed", seed, optional=True)
+    if not isinstance(progress, bool):
+        raise TypeError(f"{fn}: progress must be a bool, got {type(progress).__name__}")
+    if not isinstance(desc, str):
+        raise TypeError(f"{fn}: desc must be a str, got {type(desc).__name__}")
+    check_number(fn, "grad_clip", grad_clip, minimum=0, positive=True, optional=True)
+    if callback is not None:
+        check_callable(fn, "callback", callback, "a callable callback(model, step, history) or None")
+    check_int(fn, "callback_every", callback_every, minimum=0)
+    if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
+        raise TypeError(f"{fn}: checkpoint must be a str or pathlib.Path (or None), got {type(checkpoint).__name__}")
+    check_int(fn, "checkpoint_every", checkpoint_every, minimum=0)
+    if config is not None and not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        raise TypeError(f"{fn}: config must be a dataclass instance or None, got {type(config).__name__}")
 
 
 @torch.no_grad()
@@ -139,8 +183,8 @@ def recalibrate_batchnorm(model: torch.nn.Module, forward: Callable, batches, n_
     if not callable(forward):
         raise TypeError(f"recalibrate_batchnorm: forward must be callable (model, batch) -> output, "
                         f"got {type(forward).__name__}")
-    if not isinstance(n_batches, int) or isinstance(n_batches, bool) or n_batches < 1:
-        raise ValueError(f"recalibrate_batchnorm: n_batches must be a positive int, got {n_batches!r}")
+    check_int("recalibrate_batchnorm", "n_batches", n_batches, minimum=1)
+    _check_batches("recalibrate_batchnorm", batches)
     norms = [m for m in model.modules()
              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
@@ -152,7 +196,7 @@ def recalibrate_batchnorm(model: torch.nn.Module, forward: Callable, batches, n_
         m.momentum = None                               # None: a cumulative (plain) average
     model.train()
     try:
-        source = cycle(batches)
+        source = _cycle(batches)
         for _ in range(n_batches):
             forward(model, next(source))
     finally:
@@ -165,10 +209,20 @@ def recalibrate_batchnorm(model: torch.nn.Module, forward: Callable, batches, n_
 def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, step: int = 0,
                     history: dict | None = None) -> Path:
     """Save weights with the model's config dataclass (as a dict), optimizer state and history."""
+    fn = "save_checkpoint"
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"{fn}: path must be a str or pathlib.Path, got {type(path).__name__}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if config is not None and not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        raise TypeError(f"{fn}: config must be a dataclass instance, got {type(config).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"{fn}: optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    check_int(fn, "step", step, minimum=0)
+    if history is not None and not isinstance(history, dict):
+        raise TypeError(f"{fn}: history must be a dict or None, got {type(history).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if config is not None and not dataclasses.is_dataclass(config):
-        raise TypeError(f"save_checkpoint: config must be a dataclass instance, got {type(config).__name__}")
     torch.save({
         "model": model.state_dict(),
         "config": dataclasses.asdict(config) if config is not None else None,
@@ -192,6 +246,11 @@ def load_checkpoint(path, model: torch.nn.Module | None = None, optimizer=None,
     """
     if not isinstance(path, (str, Path)):
         raise TypeError(f"load_checkpoint: path must be a str or pathlib.Path, got {type(path).__name__}")
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(f"load_checkpoint: model must be a torch.nn.Module or None, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"load_checkpoint: optimizer must be a torch.optim.Optimizer or None, "
+                        f"got {type(optimizer).__name__}")
     if not Path(path).is_file():
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}")
     try:

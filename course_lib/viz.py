@@ -7,7 +7,10 @@ left/right convention is not applied; the viewer's left is the subject's left).
 
 Every function accepts a 2D array/tensor ``(H, W)``, an image batch ``(N, C, H, W)`` (first image
 shown) or a 3D volume ``(N, C, D, H, W)`` / ``(D, H, W)`` (a slice is taken, see ``axis`` and
-``index``).
+``index``). Inputs are tensors, NumPy arrays or nested lists of numbers of any real dtype; NaN
+voxels are drawn blank. Everything else (``None``, a string, an empty or 1D array, an axis or
+slice index out of range) is an error raised before anything is drawn, and the viewers check all
+their inputs before they return a widget, so a widget never fails on its first draw.
 """
 
 from __future__ import annotations
@@ -16,41 +19,70 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .spatial import jacobian_determinant
+from ._checks import check_int, check_number
+from .spatial import _jacobian_determinant
 
 __all__ = ["to_slice", "show", "show_row", "overlay", "checkerboard", "plot_grid", "plot_field",
            "plot_jacobian", "slice_viewer", "compare_viewer", "registration_viewer"]
 
 
-def _numpy(x) -> np.ndarray:
+def _numpy(x, fn: str = "viz", name: str = "x") -> np.ndarray:
+    """A real-valued, non-empty NumPy array from a tensor, an array or a nested list."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         x = x.float() if x.is_floating_point() else x
         x = x.numpy()
-    return np.asarray(x)
+    elif x is None or isinstance(x, (str, bytes, dict)) or not isinstance(x, (np.ndarray, list, tuple)):
+        raise TypeError(f"{fn}: {name} must be a tensor, a NumPy array or a nested list of numbers, "
+                        f"got {type(x).__name__}")
+    try:
+        a = np.asarray(x)
+    except ValueError as err:                       # ragged nested lists
+        raise TypeError(f"{fn}: {name} must be a rectangular array of numbers: {err}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must hold real numbers, got dtype {a.dtype}")
+    if a.size == 0:
+        raise ValueError(f"{fn}: {name} must not be empty, got shape {a.shape}")
+    return a
 
 
 def to_slice(x, axis: int = 2, index: int | None = None, channel: int = 0) -> np.ndarray:
     """A 2D NumPy array from a 2D/4D/3D/5D input; for volumes, slice ``index`` (default middle)
     along spatial ``axis`` (0, 1 or 2; 2 = axial for the course's volumes)."""
-    a = _numpy(x)
+    return _slice("to_slice", "x", x, axis, index, channel)
+
+
+def _slice(fn: str, name: str, x, axis: int = 2, index: int | None = None, channel: int = 0) -> np.ndarray:
+    """:func:`to_slice`, errors named after the public function ``fn`` and its argument ``name``."""
+    axis = check_int(fn, "axis", axis)
+    if axis not in (0, 1, 2):
+        raise ValueError(f"{fn}: axis must be 0, 1 or 2, got {axis}")
+    index = check_int(fn, "index", index, minimum=0, optional=True)
+    channel = check_int(fn, "channel", channel, minimum=0)
+    a = _numpy(x, fn, name)
+    if a.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"{fn}: {name} must be a 2D/3D image or an (N, C, ...) batch, got shape {a.shape}")
     if a.ndim in (4, 5):
+        channel = check_int(fn, "channel", channel, minimum=0, maximum=a.shape[1] - 1)
         a = a[0, channel]
     if a.ndim == 3:
-        if axis not in (0, 1, 2):
-            raise ValueError(f"to_slice: axis must be 0, 1 or 2 for a volume, got {axis}")
-        index = a.shape[axis] // 2 if index is None else index
+        index = a.shape[axis] // 2 if index is None else check_int(fn, "index", index, minimum=0,
+                                                                   maximum=a.shape[axis] - 1)
         a = np.take(a, index, axis=axis)
-    if a.ndim != 2:
-        raise ValueError(f"to_slice: expected a 2D/3D image or an (N, C, ...) batch, got shape {np.shape(x)}")
     return a
 
 
 def show(x, ax=None, title: str | None = None, cmap: str = "gray", vmin=None, vmax=None,
          colorbar: bool = False, axis: int = 2, index: int | None = None, **kwargs):
     """Show one image upright; returns the ``AxesImage``."""
+    return _show("show", "x", x, ax, title, cmap, vmin, vmax, colorbar, axis, index, **kwargs)
+
+
+def _show(fn: str, name: str, x, ax=None, title=None, cmap="gray", vmin=None, vmax=None, colorbar=False,
+          axis: int = 2, index=None, **kwargs):
+    a = _slice(fn, name, x, axis, index)
     ax = ax or plt.gca()
-    im = ax.imshow(to_slice(x, axis, index).T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
+    im = ax.imshow(a.T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
                    interpolation="nearest", **kwargs)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -64,6 +96,12 @@ def show(x, ax=None, title: str | None = None, cmap: str = "gray", vmin=None, vm
 def show_row(images: dict, axis: int = 2, index: int | None = None, size: float = 2.4,
              colorbar: bool = False, suptitle: str | None = None, **kwargs):
     """Show ``{title: image}`` side by side; returns the figure."""
+    if not isinstance(images, dict) or not images:
+        raise TypeError(f"show_row: images must be a non-empty dict {{title: image}}, got {type(images).__name__}"
+                        + (" (empty)" if isinstance(images, dict) else ""))
+    for title, img in images.items():
+        _slice("show_row", f"images[{title!r}]", img, axis, index)
+    check_number("show_row", "size", size, minimum=0, positive=True)
     fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size * 1.15), squeeze=False)
     for ax, (title, img) in zip(axes[0], images.items()):
         show(img, ax, title, axis=axis, index=index, colorbar=colorbar, **kwargs)
@@ -76,9 +114,15 @@ def show_row(images: dict, axis: int = 2, index: int | None = None, size: float 
 def overlay(image, labels, ax=None, title: str | None = None, alpha: float = 0.45,
             axis: int = 2, index: int | None = None, cmap: str = "tab20"):
     """Image in grey with a label map on top (label 0 transparent)."""
+    fn = "overlay"
+    img = _slice(fn, "image", image, axis, index)
+    lab = _slice(fn, "labels", labels, axis, index)
+    if lab.shape != img.shape:
+        raise ValueError(f"{fn}: image and labels must have the same shape, got slices {img.shape} and {lab.shape}")
+    check_number(fn, "alpha", alpha, minimum=0, maximum=1)
     ax = ax or plt.gca()
-    show(image, ax, title, axis=axis, index=index)
-    lab = to_slice(labels, axis, index).T.astype(float)
+    _show(fn, "image", img, ax, title)
+    lab = lab.T.astype(float)
     masked = np.ma.masked_where(lab == 0, lab % 20)
     ax.imshow(masked, origin="lower", cmap=cmap, alpha=alpha, vmin=0, vmax=19, interpolation="nearest")
     return ax
@@ -87,36 +131,43 @@ def overlay(image, labels, ax=None, title: str | None = None, alpha: float = 0.4
 def checkerboard(a, b, tiles: int = 8, ax=None, title: str | None = None, axis: int = 2,
                  index: int | None = None):
     """Alternate tiles of ``a`` and ``b``: edges that jump between tiles reveal misalignment."""
-    A, B = to_slice(a, axis, index), to_slice(b, axis, index)
+    A, B = _slice("checkerboard", "a", a, axis, index), _slice("checkerboard", "b", b, axis, index)
     if A.shape != B.shape:
         raise ValueError(f"checkerboard: a and b must have the same shape, got {A.shape} and {B.shape}")
+    tiles = check_int("checkerboard", "tiles", tiles, minimum=1)
     ii, jj = np.meshgrid(np.arange(A.shape[0]) * tiles // A.shape[0],
                          np.arange(A.shape[1]) * tiles // A.shape[1], indexing="ij")
     return show(np.where((ii + jj) % 2 == 0, A, B), ax, title)
 
 
-def _field2d(displacement, axis: int, index):
-    u = _numpy(displacement)
+def _field2d(displacement, axis: int, index, fn: str = "plot_grid"):
+    u = _numpy(displacement, fn, "displacement")
     if u.ndim == 5 or (u.ndim == 4 and u.shape[1] == 3):   # (N, 3, D, H, W)
         u = u[0]
     if u.ndim == 4 and u.shape[0] == 3 and u.shape[1] != 2:   # (3, D, H, W), not a batch of three 2D fields
-        index = u.shape[1 + axis] // 2 if index is None else index
+        axis = check_int(fn, "axis", axis)
+        if axis not in (0, 1, 2):
+            raise ValueError(f"{fn}: axis must be 0, 1 or 2 for a volume, got {axis}")
+        index = u.shape[1 + axis] // 2 if index is None else check_int(fn, "index", index, minimum=0,
+                                                                       maximum=u.shape[1 + axis] - 1)
         keep = [i for i in range(3) if i != axis]
         return np.take(u, index, axis=1 + axis)[keep]
     if u.ndim == 4:                                        # (N, 2, H, W)
         u = u[0]
     if u.ndim != 3 or u.shape[0] != 2:
-        raise ValueError(f"plot_grid: displacement must be (N, ndim, *spatial), got shape {np.shape(displacement)}")
+        raise ValueError(f"{fn}: displacement must be (N, ndim, *spatial), got shape {np.shape(displacement)}")
     return u
 
 
 def plot_grid(displacement, ax=None, step: int = 4, title: str | None = None, image=None,
               color: str = "tab:orange", axis: int = 2, index: int | None = None):
     """Draw the deformed grid ``x + u(x)`` (every ``step`` voxels), optionally over ``image``."""
-    ax = ax or plt.gca()
     u = _field2d(displacement, axis, index)
-    if image is not None:
-        show(image, ax, axis=axis, index=index)
+    step = check_int("plot_grid", "step", step, minimum=1)
+    img = None if image is None else _slice("plot_grid", "image", image, axis, index)
+    ax = ax or plt.gca()
+    if img is not None:
+        _show("plot_grid", "image", img, ax)
     h, w = u.shape[1:]
     gx, gy = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     px, py = gx + u[0], gy + u[1]
@@ -137,10 +188,12 @@ def plot_grid(displacement, ax=None, step: int = 4, title: str | None = None, im
 def plot_field(displacement, ax=None, step: int = 6, title: str | None = None, image=None,
                axis: int = 2, index: int | None = None):
     """Arrows of the displacement (every ``step`` voxels), optionally over ``image``."""
+    u = _field2d(displacement, axis, index, "plot_field")
+    step = check_int("plot_field", "step", step, minimum=1)
+    img = None if image is None else _slice("plot_field", "image", image, axis, index)
     ax = ax or plt.gca()
-    u = _field2d(displacement, axis, index)
-    if image is not None:
-        show(image, ax, axis=axis, index=index)
+    if img is not None:
+        _show("plot_field", "image", img, ax)
     h, w = u.shape[1:]
     gx, gy = np.meshgrid(np.arange(0, h, step), np.arange(0, w, step), indexing="ij")
     ax.quiver(gx, gy, u[0, ::step, ::step], u[1, ::step, ::step], color="tab:red",
@@ -154,9 +207,11 @@ def plot_field(displacement, ax=None, step: int = 6, title: str | None = None, i
 def plot_jacobian(displacement, ax=None, title: str | None = None, vmax: float = 2.0,
                   axis: int = 2, index: int | None = None, colorbar: bool = True):
     """Map of det J (1 = volume kept, < 1 shrink, > 1 grow); folded voxels (≤ 0) in black."""
+    fn = "plot_jacobian"
+    d = displacement if isinstance(displacement, torch.Tensor) else torch.as_tensor(_numpy(displacement, fn, "displacement"))
+    check_number(fn, "vmax", vmax, minimum=0, positive=True)
+    jac = _slice(fn, "displacement", _jacobian_determinant(fn, d.detach().float().cpu())[:, None], axis, index)
     ax = ax or plt.gca()
-    d = displacement if isinstance(displacement, torch.Tensor) else torch.as_tensor(displacement)
-    jac = to_slice(jacobian_determinant(d.detach().float().cpu())[:, None], axis, index)
     cmap = plt.get_cmap("RdBu_r").copy()
     cmap.set_under("black")
     im = ax.imshow(jac.T, origin="lower", cmap=cmap, vmin=1e-6, vmax=vmax, interpolation="nearest")
@@ -175,7 +230,11 @@ def slice_viewer(images: dict, size: float = 3.0, **kwargs):
     last expression to display it.
     """
     import ipywidgets as widgets
-    vols = {k: to_volume(v) for k, v in images.items()}
+    if not isinstance(images, dict) or not images:
+        raise TypeError(f"slice_viewer: images must be a non-empty dict {{title: volume}}, got {type(images).__name__}"
+                        + (" (empty)" if isinstance(images, dict) else ""))
+    check_number("slice_viewer", "size", size, minimum=0, positive=True)
+    vols = {k: _volume("slice_viewer", f"images[{k!r}]", v) for k, v in images.items()}
     shape = next(iter(vols.values())).shape
 
     def draw(axis, position):
@@ -195,18 +254,39 @@ def slice_viewer(images: dict, size: float = 3.0, **kwargs):
 
 
 def to_volume(x) -> np.ndarray:
-    a = _numpy(x)
+    """A 3D NumPy volume from ``(D, H, W)`` or ``(N, C, D, H, W)`` (first image, first channel)."""
+    return _volume("to_volume", "x", x)
+
+
+def _volume(fn: str, name: str, x) -> np.ndarray:
+    a = _numpy(x, fn, name)
     if a.ndim == 5:
         a = a[0, 0]
     if a.ndim != 3:
-        raise ValueError(f"slice_viewer: expected 3D volumes (D, H, W) or (N, C, D, H, W), got shape {a.shape}")
+        raise ValueError(f"{fn}: {name} must be a 3D volume (D, H, W) or (N, C, D, H, W), got shape {a.shape}")
     return a
 
 
 def compare_viewer(moving, fixed, warped, size: float = 3.0):
-    """Before / after / difference viewer: choose what to compare with a toggle (2D or 3D inputs)."""
+    """Before / after / difference viewer: choose what to compare with a toggle (2D or 3D inputs).
+
+    ``moving``, ``fixed``, ``warped``: images of one shape, each 2D ``(H, W)`` / ``(N, C, H, W)`` or
+    3D ``(D, H, W)`` / ``(N, C, D, H, W)`` (first image and channel shown). Checked before the
+    widget is built.
+    """
     import ipywidgets as widgets
-    is3d = _numpy(moving).ndim in (3, 5)
+    fn = "compare_viewer"
+    arrays = {name: _numpy(x, fn, name) for name, x in (("moving", moving), ("fixed", fixed), ("warped", warped))}
+    shapes = {}
+    for name, a in arrays.items():
+        if a.ndim not in (2, 3, 4, 5):
+            raise ValueError(f"{fn}: {name} must be (H, W), (D, H, W) or (N, C, *spatial), got shape {a.shape}")
+        shapes[name] = a.shape[2:] if a.ndim in (4, 5) else a.shape
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{fn}: moving, fixed and warped must have the same spatial shape, got "
+                         + ", ".join(f"{k} {v}" for k, v in shapes.items()))
+    check_number(fn, "size", size, minimum=0, positive=True)
+    is3d = len(shapes["moving"]) == 3
 
     def draw(view, position=0.5):
         kw = {}
@@ -241,19 +321,30 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
     cell displays it).
     """
     import ipywidgets as widgets
+    fn = "registration_viewer"
     tensors = {"moving": moving, "fixed": fixed, "warped": warped, "displacement": displacement}
     for name, x in tensors.items():
-        if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{fn}: {name} must be a (N, C, *spatial) tensor, got {type(x).__name__}")
+        if x.dim() not in (4, 5) or x.numel() == 0:
             raise ValueError(f"registration_viewer: {name} must be a (N, C, *spatial) tensor, "
                              f"got {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
     n, spatial = moving.shape[0], tuple(moving.shape[2:])
     for name, x in tensors.items():
         if x.shape[0] != n or tuple(x.shape[2:]) != spatial:
-            raise ValueError(f"registration_viewer: {name} must have {n} pairs of spatial shape {spatial}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"registration_viewer: {name} must have {n} pairs of spatial shape {spatial} "
+                             f"like moving {tuple(moving.shape)}, got {tuple(x.shape)}")
     if displacement.shape[1] != len(spatial):
         raise ValueError(f"registration_viewer: displacement must have {len(spatial)} channels, "
                          f"got {tuple(displacement.shape)}")
+    if not displacement.is_floating_point():
+        raise TypeError(f"{fn}: displacement must be a floating-point tensor, got dtype {displacement.dtype}")
+    if not bool(torch.isfinite(displacement).all()):
+        raise ValueError(f"{fn}: displacement contains NaN or Inf values (its det J panel cannot be drawn)")
+    if min(spatial) < 2:
+        raise ValueError(f"{fn}: every spatial size must be >= 2 (det J panel), got {spatial}")
+    step = check_int(fn, "step", step, minimum=1)
+    check_number(fn, "size", size, minimum=0, positive=True)
     is3d = len(spatial) == 3
     cpu = {k: v.detach().float().cpu() for k, v in tensors.items()}
 

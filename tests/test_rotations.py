@@ -276,7 +276,7 @@ BAD = [
          r"geodesic_distance: r1 must be a floating-point tensor"),
     case("geo-numpy", lambda: rot.geodesic_distance(R3.numpy(), R3), TypeError,
          r"geodesic_distance: r1 must be a torch.Tensor, got ndarray"),
-    case("loss-batch", lambda: rot.GeodesicLoss()(R3, R3[:1]), ValueError, r"geodesic_distance: r1 and r2"),
+    case("loss-batch", lambda: rot.GeodesicLoss()(R3, R3[:1]), ValueError, r"GeodesicLoss.forward: input and target"),
     case("loss-reduction", lambda: rot.GeodesicLoss("max"), ValueError, r"GeodesicLoss: reduction must be one of"),
     case("euler-shape", lambda: rot.euler_to_matrix(torch.zeros(2, 2)), ValueError,
          r"euler_to_matrix: angles must be \(N, 1\) or \(N, 3\).*got shape \(2, 2\)"),

@@ -202,15 +202,15 @@ def test_bad_images_raise_clear_errors():
     net = _net(2)
     sim = net.as_similarity()
     img = torch.rand(2, 1, 30, 32)
-    with pytest.raises(ValueError, match=r"PatchSimilarityNet.score_map: a and b must have the same shape"):
+    with pytest.raises(ValueError, match=r"LearnedSimilarity.forward: a and b must have the same shape"):
         sim(img, torch.rand(2, 1, 30, 31))
     with pytest.raises(ValueError, match=r"PatchSimilarityNet.score_map: a must be at least 17 voxels.*\(2, 1, 30, 12\)"):
         net.score_map(torch.rand(2, 1, 30, 12), torch.rand(2, 1, 30, 12))
     bad = img.clone()
     bad[1, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"PatchSimilarityNet.score_map: a contains NaN or Inf"):
+    with pytest.raises(ValueError, match=r"LearnedSimilarity.forward: a contains NaN or Inf"):
         sim(bad, img)
-    with pytest.raises(ValueError, match=r"PatchSimilarityNet.score_map: a must have 1 channel"):
+    with pytest.raises(ValueError, match=r"LearnedSimilarity.forward: a must have 1 channel"):
         sim(torch.rand(2, 2, 30, 32), torch.rand(2, 2, 30, 32))
 
 

@@ -69,7 +69,7 @@ def test_recalibrate_batchnorm_without_batchnorm_returns_zero():
     (dict(model="net"), TypeError, "model must be a torch.nn.Module"),
     (dict(forward=3), TypeError, "forward must be callable"),
     (dict(n_batches=0), ValueError, "n_batches must be a positive int"),
-    (dict(n_batches=2.0), ValueError, "n_batches must be a positive int"),
+    (dict(n_batches=2.0), TypeError, "n_batches must be an int"),
 ])
 def test_recalibrate_batchnorm_bad_input(kwargs, exc, words):
     args = dict(model=_Net(), forward=lambda m, b: m(b), batches=_batches(2), n_batches=2)

@@ -30,12 +30,14 @@ autoencoder*, CS294A lecture notes 2011 (KL sparsity).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import check_int, check_number
 from ..train import fit
 
 __all__ = ["SAEConfig", "StackedAutoencoder", "train_sae"]
@@ -72,6 +74,8 @@ class SAEConfig:
 
     def __post_init__(self):
         fn = "SAEConfig"
+        if not isinstance(self.hidden, (list, tuple)):
+            raise ValueError(f"{fn}: hidden must be a sequence of positive ints, got {self.hidden!r}")
         self.hidden = tuple(self.hidden)
         for name in ("input_size", "code_size"):
             v = getattr(self, name)
@@ -86,6 +90,10 @@ class SAEConfig:
         if self.sparsity == "kl" and self.activation == "relu":
             raise ValueError(f"{fn}: sparsity='kl' needs activation 'sigmoid' or 'tanh' (values in a "
                              f"bounded range), got activation={self.activation!r}; use sparsity='l1'")
+        for name in ("sparsity_weight", "sparsity_target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{fn}: {name} must be a finite number, got {v!r}")
         if self.sparsity_weight < 0:
             raise ValueError(f"{fn}: sparsity_weight must be >= 0, got {self.sparsity_weight!r}")
         if not 0 < self.sparsity_target < 1:
@@ -136,6 +144,8 @@ class StackedAutoencoder(nn.Module):
             raise ValueError(f"StackedAutoencoder.{fn}: patches must be (P, {self.config.input_size}) or "
                              f"(P, C, *patch), got shape {tuple(x.shape)}")
         x = x.flatten(1)                                              # (P, F)
+        if x.numel() == 0:
+            raise ValueError(f"StackedAutoencoder.{fn}: patches must not be empty, got shape {tuple(x.shape)}")
         if x.shape[1] != self.config.input_size:
             raise ValueError(f"StackedAutoencoder.{fn}: patches must have {self.config.input_size} "
                              f"features per patch (input_size), got {x.shape[1]} (shape {tuple(x.shape)})")
@@ -152,26 +162,39 @@ class StackedAutoencoder(nn.Module):
         """Codes ``(P, code_size)`` of ``patches`` ``(P, F)`` (or the level-``depth`` activations
         ``(P, widths[depth])`` after the first ``depth`` encoder layers)."""
         h = self._check("encode", patches)
-        depth = self.n_layers if depth is None else depth
+        depth = self.n_layers if depth is None else check_int("StackedAutoencoder.encode", "depth", depth)
         if not 0 <= depth <= self.n_layers:
             raise ValueError(f"StackedAutoencoder.encode: depth must be in [0, {self.n_layers}], got {depth}")
+        return self._encode(h, depth)
+
+    def _encode(self, h: torch.Tensor, depth: int) -> torch.Tensor:
         for enc in self.encoders[:depth]:
             h = enc(h)
         return h
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Reconstructed patches ``(P, F)`` from codes ``(P, code_size)``."""
-        if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or codes.shape[1] != self.config.code_size:
-            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-            raise ValueError(f"StackedAutoencoder.decode: codes must be (P, {self.config.code_size}), got {shape}")
-        h = codes
+        fn = "StackedAutoencoder.decode"
+        if not isinstance(codes, torch.Tensor):
+            raise TypeError(f"{fn}: codes must be a torch.Tensor, got {type(codes).__name__}")
+        if codes.dim() != 2 or codes.shape[1] != self.config.code_size or codes.shape[0] == 0:
+            raise ValueError(f"{fn}: codes must be (P, {self.config.code_size}), got {tuple(codes.shape)}")
+        dtype = self.encoders[0][0].weight.dtype
+        if codes.dtype != dtype:
+            raise TypeError(f"{fn}: codes must have dtype {dtype} (the weights' dtype), got {codes.dtype}")
+        if not bool(torch.isfinite(codes).all()):
+            raise ValueError(f"{fn}: codes contain NaN or Inf values")
+        return self._decode(codes)
+
+    def _decode(self, h: torch.Tensor) -> torch.Tensor:
         for dec in reversed(self.decoders):
             h = dec(h)
         return h
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``(P, F)`` of ``patches`` ``(P, F)``."""
-        return self.decode(self.encode(patches))
+        x = self._check("forward", patches)
+        return self._decode(self._encode(x, self.n_layers))
 
     # -- losses ---------------------------------------------------------------------------------
     def sparsity_penalty(self, h: torch.Tensor) -> torch.Tensor:
@@ -194,10 +217,12 @@ class StackedAutoencoder(nn.Module):
         ``h = encode(patches, depth=k)`` (no gradient), ``z = encoder_k(h)``,
         ``loss = mean((decoder_k(z) - h)²) + β · sparsity(z)``. Returns ``(loss, {"mse", "sparsity"})``.
         """
-        if not isinstance(k, int) or not 0 <= k < self.n_layers:
+        k = check_int("StackedAutoencoder.layer_loss", "k", k)
+        if not 0 <= k < self.n_layers:
             raise ValueError(f"StackedAutoencoder.layer_loss: k must be an int in [0, {self.n_layers - 1}], got {k!r}")
+        x = self._check("layer_loss", patches)
         with torch.no_grad():
-            h = self.encode(patches, depth=k)                       # (P, widths[k])
+            h = self._encode(x, k)                                  # (P, widths[k])
         z = self.encoders[k](h)                                     # (P, widths[k+1])
         mse = F.mse_loss(self.decoders[k](z), h)
         sp = self.sparsity_penalty(z)
@@ -206,14 +231,15 @@ class StackedAutoencoder(nn.Module):
     def loss(self, patches: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Fine-tuning: ``mean((x̂ - x)²) + β · sparsity(code)`` end to end; ``(loss, {"mse", "sparsity"})``."""
         x = self._check("loss", patches)
-        z = self.encode(x)
-        mse = F.mse_loss(self.decode(z), x)
+        z = self._encode(x, self.n_layers)
+        mse = F.mse_loss(self._decode(z), x)
         sp = self.sparsity_penalty(z)
         return mse + self.config.sparsity_weight * sp, {"mse": mse.item(), "sparsity": sp.item()}
 
     def layerwise_parameters(self, k: int) -> list[nn.Parameter]:
         """The parameters trained in greedy stage ``k``: encoder ``k`` and decoder ``k``."""
-        if not isinstance(k, int) or not 0 <= k < self.n_layers:
+        k = check_int("StackedAutoencoder.layerwise_parameters", "k", k)
+        if not 0 <= k < self.n_layers:
             raise ValueError(f"StackedAutoencoder.layerwise_parameters: k must be an int in "
                              f"[0, {self.n_layers - 1}], got {k!r}")
         return [*self.encoders[k].parameters(), *self.decoders[k].parameters()]
@@ -239,6 +265,18 @@ def train_sae(model: StackedAutoencoder, batches, layer_steps: int, finetune_ste
     Returns:
         ``{"layer0": history, …, "finetune": history}`` (histories of :func:`fit`).
     """
+    fn = "train_sae"
+    if not isinstance(model, StackedAutoencoder):
+        raise TypeError(f"{fn}: model must be a StackedAutoencoder, got {type(model).__name__}")
+    layer_steps = check_int(fn, "layer_steps", layer_steps, minimum=0)
+    finetune_steps = check_int(fn, "finetune_steps", finetune_steps, minimum=0)
+    check_number(fn, "lr", lr, minimum=0, positive=True)
+    check_number(fn, "finetune_lr", finetune_lr, minimum=0, positive=True, optional=True)
+    check_int(fn, "seed", seed, optional=True)
+    if not isinstance(progress, bool):
+        raise TypeError(f"{fn}: progress must be a bool, got {type(progress).__name__}")
+    if callable(batches) is False and not hasattr(batches, "__iter__"):
+        raise TypeError(f"{fn}: batches must be an iterable of patch batches or a callable, got {type(batches).__name__}")
     histories = {}
     if layer_steps > 0:
         for k in range(model.n_layers):

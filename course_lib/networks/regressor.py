@@ -52,6 +52,7 @@ import torch
 import torch.nn as nn
 
 from .. import classical
+from .._checks import check_model_dtype, check_size
 
 __all__ = ["RegressorConfig", "AffineRegressor"]
 
@@ -204,6 +205,9 @@ class AffineRegressor(nn.Module):
         if x.dim() != cfg.ndim + 2 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"{fn}: {name} must have shape {want} for config ndim={cfg.ndim}, "
                              f"in_channels={cfg.in_channels}, got {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError(f"{fn}: {name} must not be empty, got shape {tuple(x.shape)}")
+        check_model_dtype(fn, name, x, self)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{fn}: {name} contains NaN or Inf values (shape {tuple(x.shape)})")
 
@@ -244,10 +248,10 @@ class AffineRegressor(nn.Module):
         if params.dim() != 2 or params.shape[1] != cfg.n_params:
             raise ValueError(f"{fn}: params must have shape (N, {cfg.n_params}) for output={cfg.output!r}, "
                              f"ndim={cfg.ndim}, got {tuple(params.shape)}")
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != cfg.ndim:
-            raise ValueError(f"{fn}: shape must have {cfg.ndim} sizes, got {shape}")
-        return classical.params_to_matrix(params, cfg.output, shape)
+        if hasattr(shape, "__len__") and not isinstance(shape, str) and len(shape) != cfg.ndim:
+            raise ValueError(f"{fn}: shape must have {cfg.ndim} sizes, got {tuple(shape)}")
+        shape = check_size(fn, "shape", shape, cfg.ndim)
+        return classical._params_to_matrix(fn, params, cfg.output, shape, name="params")
 
     def extra_repr(self) -> str:
         c = self.config

@@ -33,11 +33,14 @@ compare image patches via convolutional neural networks*, CVPR 2015.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .._checks import check_image, check_option
 
 __all__ = ["PatchSimilarityConfig", "PatchSimilarityNet", "LearnedSimilarity"]
 
@@ -73,6 +76,8 @@ class PatchSimilarityConfig:
 
     def __post_init__(self):
         fn = "PatchSimilarityConfig"
+        if not isinstance(self.channels, (list, tuple)):
+            raise ValueError(f"{fn}: channels must be a non-empty sequence of positive ints, got {self.channels!r}")
         self.channels = tuple(self.channels)
         if self.ndim not in (2, 3) or isinstance(self.ndim, bool):
             raise ValueError(f"{fn}: ndim must be 2 or 3, got {self.ndim!r}")
@@ -146,27 +151,27 @@ class PatchSimilarityNet(nn.Module):
         want = f"(N, 1, *{(cfg.patch_size,) * cfg.ndim})" if patches else f"(N, 1, *spatial) with {cfg.ndim} spatial axes"
         for name, x in (("a", a), ("b", b)):
             if not isinstance(x, torch.Tensor):
-                raise TypeError(f"PatchSimilarityNet.{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+                raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
             if x.dim() != cfg.ndim + 2:
-                raise ValueError(f"PatchSimilarityNet.{fn}: {name} must be {want} (config.ndim={cfg.ndim}), "
+                raise ValueError(f"{fn}: {name} must be {want} (config.ndim={cfg.ndim}), "
                                  f"got shape {tuple(x.shape)}")
             if x.shape[1] != 1:
-                raise ValueError(f"PatchSimilarityNet.{fn}: {name} must have 1 channel (one modality; the pair "
+                raise ValueError(f"{fn}: {name} must have 1 channel (one modality; the pair "
                                  f"makes the 2 input channels), got shape {tuple(x.shape)}")
             dtype = self.head[-1].weight.dtype
             if x.dtype != dtype:
-                raise TypeError(f"PatchSimilarityNet.{fn}: {name} must have dtype {dtype} (the weights' dtype), "
+                raise TypeError(f"{fn}: {name} must have dtype {dtype} (the weights' dtype), "
                                 f"got {x.dtype}")
             if patches and tuple(x.shape[2:]) != (cfg.patch_size,) * cfg.ndim:
-                raise ValueError(f"PatchSimilarityNet.{fn}: {name} must be {want} (config.patch_size="
+                raise ValueError(f"{fn}: {name} must be {want} (config.patch_size="
                                  f"{cfg.patch_size}), got shape {tuple(x.shape)}")
             if not patches and min(x.shape[2:]) < cfg.patch_size:
-                raise ValueError(f"PatchSimilarityNet.{fn}: {name} must be at least {cfg.patch_size} voxels "
+                raise ValueError(f"{fn}: {name} must be at least {cfg.patch_size} voxels "
                                  f"along every axis (one patch), got shape {tuple(x.shape)}")
             if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"PatchSimilarityNet.{fn}: {name} contains NaN or Inf values")
+                raise ValueError(f"{fn}: {name} contains NaN or Inf values")
         if a.shape != b.shape:
-            raise ValueError(f"PatchSimilarityNet.{fn}: a and b must have the same shape, "
+            raise ValueError(f"{fn}: a and b must have the same shape, "
                              f"got {tuple(a.shape)} and {tuple(b.shape)}")
 
     # -- the network ----------------------------------------------------------------------------
@@ -175,12 +180,12 @@ class PatchSimilarityNet(nn.Module):
 
     def logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Logits ``(P,)`` that patch pairs are aligned; ``a``, ``b``: ``(P, 1, *patch)``."""
-        self._check_pair("logits", a, b, patches=True)
+        self._check_pair("PatchSimilarityNet.logits", a, b, patches=True)
         return self._logit_map(a, b).flatten()                            # (P, 1, 1, 1) -> (P,)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(P,)`` in ``[0, 1]`` that patch pairs are aligned: ``sigmoid(logits)``."""
-        self._check_pair("forward", a, b, patches=True)
+        self._check_pair("PatchSimilarityNet.forward", a, b, patches=True)
         return torch.sigmoid(self._logit_map(a, b).flatten())
 
     def score_map(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -194,7 +199,11 @@ class PatchSimilarityNet(nn.Module):
             ``stride · k`` (centre ``stride · k + patch_size // 2``); ``grid = (size - patch_size)
             // stride + 1`` per axis (patches that would stick out are left out).
         """
-        self._check_pair("score_map", a, b, patches=False)
+        return self._score_map("PatchSimilarityNet.score_map", a, b)
+
+    def _score_map(self, fn: str, a, b) -> torch.Tensor:
+        """:meth:`score_map`, errors named after the public method ``fn``."""
+        self._check_pair(fn, a, b, patches=False)
         out = self._logit_map(a, b)
         grid = [(n - self.config.patch_size) // self.stride + 1 for n in a.shape[2:]]
         return out[(slice(None), slice(None)) + tuple(slice(0, g) for g in grid)]
@@ -249,14 +258,20 @@ class LearnedSimilarity(nn.Module):
         super().__init__()
         if not isinstance(net, PatchSimilarityNet):
             raise TypeError(f"LearnedSimilarity: net must be a PatchSimilarityNet, got {type(net).__name__}")
-        if score not in _SCORES:
-            raise ValueError(f"LearnedSimilarity: score must be one of {_SCORES}, got {score!r}")
-        if threshold is not None and not isinstance(threshold, (int, float)):
+        check_option("LearnedSimilarity", "score", score, _SCORES)
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise TypeError(f"LearnedSimilarity: threshold must be a number or None, got {type(threshold).__name__}")
+        if threshold is not None and not math.isfinite(threshold):
+            raise ValueError(f"LearnedSimilarity: threshold must be a number or None, got {threshold!r}")
         self.net, self.score, self.threshold = net, score, threshold
 
     def weights(self, b: torch.Tensor) -> torch.Tensor:
         """Foreground weights ``(N, 1, *grid)`` of the score-map patches, from the centres in ``b``."""
+        cfg = self.net.config
+        check_image("LearnedSimilarity.weights", "b", b, channels=1, ndim=cfg.ndim)
+        if min(b.shape[2:]) < cfg.patch_size:
+            raise ValueError(f"LearnedSimilarity.weights: b must be at least {cfg.patch_size} voxels along "
+                             f"every axis (one patch), got shape {tuple(b.shape)}")
         s, r = self.net.stride, self.net.config.patch_size // 2
         grid = [(n - self.net.config.patch_size) // s + 1 for n in b.shape[2:]]
         centres = b[(slice(None), slice(None)) + tuple(slice(r, r + s * (g - 1) + 1, s) for g in grid)]
@@ -267,7 +282,7 @@ class LearnedSimilarity(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Scalar similarity of images ``a`` (warped moving) and ``b`` (fixed), ``(N, 1, *spatial)``."""
         with _frozen(self.net):
-            logit = self.net.score_map(a, b)                              # (N, 1, *grid)
+            logit = self.net._score_map("LearnedSimilarity.forward", a, b)  # (N, 1, *grid)
         s = logit if self.score == "logit" else torch.sigmoid(logit)
         w = self.weights(b.detach())
         per_image = (s * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1.0)   # (N,)

@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._checks import check_model_dtype
+
 __all__ = ["UNet", "VM1_DECODER", "VM2_DECODER", "VM_ENCODER"]
 
 #: the VoxelMorph paper's encoder widths
@@ -119,6 +121,14 @@ class UNet(nn.Module):
         if x.dim() != self.ndim + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet.forward: x must have shape (N, {self.in_channels}, "
                              f"{', '.join('HW' if self.ndim == 2 else 'DHW')}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"UNet.forward: x must be a floating-point tensor, got dtype {x.dtype}")
+        check_model_dtype("UNet.forward", "x", x, self)
+        if x.numel() == 0:
+            raise ValueError(f"UNet.forward: x must not be empty, got shape {tuple(x.shape)}")
+        # the finiteness check reads a value back from the device: skipped inside torch.compile
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"UNet.forward: x contains NaN or Inf values (shape {tuple(x.shape)})")
         skips = [x]
         for block in self.down:
             x = block(x)

@@ -42,7 +42,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from ..spatial import _integrate, _warp, resize_displacement
+from .._checks import check_field, check_model_dtype
+from ..spatial import _integrate, _resize_displacement, _warp
 from .unet import VM2_DECODER, VM_ENCODER, UNet, check_widths
 
 __all__ = ["VoxelMorphConfig", "VoxelMorph", "VoxelMorphOutput"]
@@ -146,19 +147,32 @@ class VoxelMorph(nn.Module):
         if x.dim() != cfg.ndim + 2 or (channels is not None and x.shape[1] != channels):
             raise ValueError(f"{fn}: {name} must have shape {want} for config ndim={cfg.ndim}, "
                              f"in_channels={cfg.in_channels}, got {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError(f"{fn}: {name} must not be empty, got shape {tuple(x.shape)}")
+        if floating:
+            check_model_dtype(fn, name, x, self)
         # the finiteness check reads a value back from the device: skipped inside torch.compile
         if x.is_floating_point() and not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{fn}: {name} contains NaN or Inf values (shape {tuple(x.shape)})")
 
     def integrate(self, velocity: torch.Tensor) -> torch.Tensor:
-        """Displacement ``exp(v)`` of a velocity field (coarser grid when ``int_downsize > 1``)."""
+        """Displacement ``exp(v)`` of a velocity field ``(N, ndim, *spatial)`` (coarser grid when
+        ``int_downsize > 1``)."""
+        fn = "VoxelMorph.integrate"
+        check_field(fn, "velocity", velocity)
+        if velocity.dim() != self.config.ndim + 2:
+            raise ValueError(f"{fn}: velocity must be (N, {self.config.ndim}, *spatial) for config "
+                             f"ndim={self.config.ndim}, got {tuple(velocity.shape)}")
+        return self._integrate(velocity)
+
+    def _integrate(self, velocity: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         size = tuple(velocity.shape[2:])
         if cfg.int_downsize == 1:
             return _integrate(velocity, cfg.int_steps)
         coarse = tuple(max(2, -(-s // cfg.int_downsize)) for s in size)
-        u = _integrate(resize_displacement(velocity, coarse), cfg.int_steps)
-        return resize_displacement(u, size)
+        u = _integrate(_resize_displacement(velocity, coarse), cfg.int_steps)
+        return _resize_displacement(u, size)
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor,
                 labels: torch.Tensor | None = None) -> VoxelMorphOutput:
@@ -185,7 +199,7 @@ class VoxelMorph(nn.Module):
                 raise ValueError(f"{fn}: labels must have the batch size and spatial shape of moving "
                                  f"{(moving.shape[0], *moving.shape[2:])}, got {tuple(labels.shape)}")
         flow = self.flow(self.unet(torch.cat([moving, fixed], dim=1)))
-        displacement = self.integrate(flow) if self.config.diffeomorphic else flow
+        displacement = self._integrate(flow) if self.config.diffeomorphic else flow
         warped = _warp(moving, displacement)
         warped_labels = None
         if labels is not None:
@@ -196,6 +210,12 @@ class VoxelMorph(nn.Module):
     @torch.no_grad()
     def register(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """Inference: the displacement ``(N, ndim, *spatial)`` only, without gradients."""
+        c = self.config.in_channels
+        self._check("VoxelMorph.register", "moving", moving, c)
+        self._check("VoxelMorph.register", "fixed", fixed, c)
+        if moving.shape != fixed.shape:
+            raise ValueError(f"VoxelMorph.register: moving and fixed must have the same shape, "
+                             f"got {tuple(moving.shape)} and {tuple(fixed.shape)}")
         was_training = self.training
         self.eval()
         try:
