@@ -143,9 +143,8 @@ def check_spatial_match(fn: str, name_a: str, a: torch.Tensor, name_b: str, b: t
 def check_batch(fn: str, name: str, x: torch.Tensor, n: int, of: str, *, allow_one: bool = True) -> None:
     """``x`` has batch size ``n`` (that of argument ``of``), or 1 when ``allow_one``."""
     if x.shape[0] != n and not (allow_one and x.shape[0] == 1):
-        want = f"{n} (or 1)" if allow_one else f"{n}"
-        raise ValueError(f"{fn}: {name} must have batch size {want}, the batch size of {of}, "
-                         f"got shape {tuple(x.shape)}")
+        want = f"{n} (the batch size of {of})" + (" or 1" if allow_one and n != 1 else "")
+        raise ValueError(f"{fn}: {name} must have batch size {want}, got shape {tuple(x.shape)}")
 
 
 def promote(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
