@@ -147,19 +147,28 @@ def partial_file(nn: str, under_load: bool) -> Path:
     return ROOT / "benchmarks" / f".robustness_partial_{nn}{'_load' if under_load else ''}.json"
 
 
-def cached_run(nn: str, cfg: dict, path: Path, under_load: bool, resume: bool) -> dict:
-    # run_once for one configuration, or its saved result when resuming
+def saved_run(nn: str, cfg: dict, under_load: bool) -> dict | None:
+    # the saved result of one configuration of an interrupted call, if there is one
     store = partial_file(nn, under_load)
-    saved = json.loads(store.read_text()) if store.exists() else []
-    if resume:
-        for c, r in saved:
-            if c == cfg:
-                print(f"robustness: {nn} {cfg}: reusing the saved run ({r['seconds']} s)", flush=True)
-                return r
+    for c, r in (json.loads(store.read_text()) if store.exists() else []):
+        if c == cfg:
+            print(f"robustness: {nn} {cfg}: reusing the saved run ({r['seconds']} s)", flush=True)
+            return r
+    return None
+
+
+def new_run(nn: str, cfg: dict, path: Path, under_load: bool) -> dict:
+    # run_once for one configuration, saved at once with the lesson's other finished runs
     r = run_once(path, cfg["seed"], cfg["threads"])
-    saved = [(c, x) for c, x in saved if c != cfg] + [(cfg, r)]
-    store.write_text(json.dumps(saved) + "\n")
+    store = partial_file(nn, under_load)
+    saved = [(c, x) for c, x in (json.loads(store.read_text()) if store.exists() else []) if c != cfg]
+    store.write_text(json.dumps(saved + [(cfg, r)]) + "\n")
     return r
+
+
+def cached_run(nn: str, cfg: dict, path: Path, under_load: bool, resume: bool) -> dict:
+    # the saved result when resuming and there is one, else a new run
+    return (resume and saved_run(nn, cfg, under_load)) or new_run(nn, cfg, path, under_load)
 
 
 def summarize(runs: list[tuple[dict, dict]]) -> dict:
@@ -252,16 +261,15 @@ def main() -> int:
         nn = path.name[:2]
         if args.under_load:
             cfg = {"seed": 0, "threads": 2, "load": "second 2-thread torch process"}
-            saved = partial_file(nn, True)
-            if args.resume and saved.exists() and any(c == cfg for c, _ in json.loads(saved.read_text())):
-                runs = [(cfg, cached_run(nn, cfg, path, True, True))]
-            else:
+            r = saved_run(nn, cfg, True) if args.resume else None
+            if r is None:
                 load = subprocess.Popen([sys.executable, "-c", _LOAD, "3600"])
                 try:
                     time.sleep(2)
-                    runs = [(cfg, cached_run(nn, cfg, path, True, False))]
+                    r = new_run(nn, cfg, path, True)
                 finally:
                     load.kill()
+            runs = [(cfg, r)]
             res.setdefault("under_load", {})[nn] = summarize(runs)
             lesson = res["under_load"][nn]
         else:
