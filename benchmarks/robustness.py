@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "robustness_quick_cpu.json"
 LONG_S = 120.0
-RUN_TIMEOUT_S = 1200                 # one notebook run; the slowest (08, one thread) takes about 7 minutes
+RUN_TIMEOUT_S = 2400                 # one notebook run; the slowest (08, one thread) takes 7 min on a fast machine, 15+ on a slow one
 CELL_TIMEOUT_S = 600                 # one cell; the slowest (08's supervised training, one thread) takes about 2 minutes
 
 _CHILD = r"""
