@@ -11,13 +11,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy import ndimage, stats
 
 from ._checks import check_batch, check_field, check_labels, check_number, check_tensor, promote
 from .spatial import _jacobian_determinant
 
 __all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels", "one_hot",
-           "SeedDifference", "robust_difference"]
+           "SeedDifference", "robust_difference", "PairedDifference", "paired_difference"]
 
 
 def _check_labels(fn: str, pred, target):
@@ -252,26 +252,69 @@ def robust_difference(a, b, k: float = 2.0) -> SeedDifference:
         k: the margin in pooled standard deviations (> 0).
     """
     fn = "robust_difference"
-    vals = []
-    for name, x in (("a", a), ("b", b)):
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        if x is None or isinstance(x, (str, bytes, numbers.Number)):
-            raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}")
-        try:
-            arr = np.asarray(x, dtype=float)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}") from err
-        if arr.ndim != 1 or arr.size < 2:
-            raise ValueError(f"{fn}: {name} must be 1D with at least 2 values (one per seed), got shape {arr.shape}")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{fn}: {name} contains NaN or Inf: {arr.tolist()}")
-        vals.append(arr)
+    a, b = _per_seed(fn, "a", a), _per_seed(fn, "b", b)
     if isinstance(k, bool) or not isinstance(k, (int, float)):
         raise TypeError(f"{fn}: k must be a positive number, got {type(k).__name__}")
     if not (k > 0 and np.isfinite(k)):
         raise ValueError(f"{fn}: k must be a positive number, got {k!r}")
-    a, b = vals
     diff = float(a.mean() - b.mean())
     pooled = float(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2))
     return SeedDifference(diff, pooled, abs(diff) > k * pooled)
+
+
+def _per_seed(fn: str, name: str, x) -> np.ndarray:
+    # one finite number per seed, at least two, as a float64 array
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if x is None or isinstance(x, (str, bytes, numbers.Number)):
+        raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}")
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{fn}: {name} must be a sequence of numbers (one per seed), got {type(x).__name__}") from err
+    if arr.ndim != 1 or arr.size < 2:
+        raise ValueError(f"{fn}: {name} must be 1D with at least 2 values (one per seed), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{fn}: {name} contains NaN or Inf: {arr.tolist()}")
+    return arr
+
+
+class PairedDifference(NamedTuple):
+    """Result of :func:`paired_difference`."""
+    mean: float             # mean over seeds of a[s] - b[s]
+    sd: float               # sample sd of the per-seed differences
+    low: float              # the confidence interval of the mean difference (Student t)
+    high: float
+    wins: int               # seeds with a[s] > b[s]
+    n: int                  # seeds
+    robust: bool            # the interval excludes 0
+
+
+def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
+    """Compare two training recipes *paired by seed*: seed ``s`` of both shares its initial weights
+    and training data, so ``a[s] - b[s]`` removes what the seed does to both.
+
+    The difference is *robust* when the two-sided ``confidence`` interval of the mean paired
+    difference, ``mean ± t(n - 1) · sd / sqrt(n)`` (Student t with n - 1 degrees of freedom),
+    excludes 0. It is a claim about the recipes **on average over training runs**; a single run
+    of the better recipe can still end below one of the other (``wins`` counts the seeds where
+    ``a`` is ahead). :func:`robust_difference` is the stricter rule for unpaired recipes: there the
+    difference must exceed twice the spread of single runs.
+
+    Args:
+        a, b: per-seed values of the two recipes, in the same seed order, at least 2 each.
+        confidence: the interval's level, in (0, 1).
+    """
+    fn = "paired_difference"
+    a, b = _per_seed(fn, "a", a), _per_seed(fn, "b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: a and b must have one value per seed each, got {a.size} and {b.size} values")
+    check_number(fn, "confidence", confidence, minimum=0, positive=True, maximum=1)
+    if confidence >= 1:
+        raise ValueError(f"{fn}: confidence must be in (0, 1), got {confidence!r}")
+    d = a - b
+    n = d.size
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / np.sqrt(n)
+    low, high = mean - half, mean + half
+    return PairedDifference(mean, sd, low, high, int((d > 0).sum()), n, bool(low > 0 or high < 0))

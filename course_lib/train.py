@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_callable, check_int, check_number
 
-__all__ = ["fit", "cycle", "recalibrate_batchnorm", "save_checkpoint", "load_checkpoint"]
+__all__ = ["fit", "cycle", "decay_schedule", "recalibrate_batchnorm", "save_checkpoint", "load_checkpoint"]
 
 
 def cycle(batches) -> Iterable:
@@ -49,7 +49,8 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
         optimizer: torch.optim.Optimizer | None = None, seed: int | None = None,
         progress: bool = True, desc: str = "train", grad_clip: float | None = None,
         callback: Callable | None = None, callback_every: int = 0,
-        checkpoint=None, checkpoint_every: int = 0, config=None) -> dict:
+        checkpoint=None, checkpoint_every: int = 0, config=None,
+        lr_schedule: Callable[[int], float] | None = None) -> dict:
     """Train ``model`` for ``steps`` optimisation steps and return its history.
 
     Args:
@@ -67,6 +68,10 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
             steps (when > 0) and at the end, with ``config`` (the model's config dataclass).
             A resumed run draws fresh batches: it continues the optimisation, not the exact
             sequence of batches an uninterrupted run would have seen.
+        config: the model's config dataclass, saved with the checkpoint.
+        lr_schedule: ``lr_schedule(i) -> factor``: step ``i`` (0-based) uses the optimizer's
+            learning rate times ``factor`` (e.g. :func:`decay_schedule`). A function of the step
+            index only, so a resumed run continues the schedule exactly where it stopped.
 
     Returns:
         ``{"loss": [...], <logged names>: [...], "time": seconds}`` (over all steps so far when
@@ -76,10 +81,11 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     gradient, so it is an error, not a silent uphill run).
     """
     _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progress, desc, grad_clip,
-                         callback, callback_every, checkpoint, checkpoint_every, config)
+                         callback, callback_every, checkpoint, checkpoint_every, config, lr_schedule)
     if seed is not None:
         torch.manual_seed(seed)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
+    base_lrs = [g["lr"] for g in opt.param_groups]           # before a checkpoint overwrites them
     history: dict = {"loss": []}
     start_step, elapsed = 0, 0.0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -99,6 +105,12 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     start = time.perf_counter()
     bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
     for i in bar:
+        if lr_schedule is not None:
+            factor = lr_schedule(i)
+            if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 <= factor < float("inf")):
+                raise ValueError(f"fit: lr_schedule({i}) must return a finite number >= 0, got {factor!r}")
+            for g, base in zip(opt.param_groups, base_lrs):
+                g["lr"] = base * factor
         out = step(model, next(source))
         loss, logs = (out if isinstance(out, tuple) else (out, {}))
         if not torch.isfinite(loss):
@@ -125,7 +137,7 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
 
 
 def _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progress, desc, grad_clip,
-                         callback, callback_every, checkpoint, checkpoint_every, config) -> None:
+                         callback, callback_every, checkpoint, checkpoint_every, config, lr_schedule) -> None:
     fn = "fit"
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -152,6 +164,39 @@ def _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progr
     check_int(fn, "checkpoint_every", checkpoint_every, minimum=0)
     if config is not None and not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
         raise TypeError(f"{fn}: config must be a dataclass instance or None, got {type(config).__name__}")
+    if lr_schedule is not None:
+        check_callable(fn, "lr_schedule", lr_schedule, "a callable lr_schedule(step) -> factor or None")
+
+
+def decay_schedule(steps: int, decay_from: float = 0.75, final: float = 0.1) -> Callable[[int], float]:
+    """A learning-rate schedule for :func:`fit`: constant, then a linear decay over the last steps.
+
+    Step ``i`` gets the factor 1 while ``i < decay_from * steps``, then a factor falling linearly
+    to ``final`` at the last step. Why: with a constant rate, a short training ends wherever the
+    last noisy steps left it, and the final model of a run is a random draw from that noise (lesson
+    08 measures it); decaying over the last quarter lets it settle, while the constant phase keeps
+    the speed of the early training.
+
+    Args:
+        steps: the total number of training steps (>= 1), as given to ``fit``.
+        decay_from: the fraction of ``steps`` after which the decay starts, in [0, 1).
+        final: the factor at the last step, in [0, 1].
+    """
+    fn = "decay_schedule"
+    check_int(fn, "steps", steps, minimum=1)
+    check_number(fn, "decay_from", decay_from, minimum=0)
+    check_number(fn, "final", final, minimum=0, maximum=1)
+    if decay_from >= 1:
+        raise ValueError(f"{fn}: decay_from must be in [0, 1), got {decay_from!r}")
+    start = decay_from * steps
+    span = max(steps - 1 - start, 1e-12)
+
+    def schedule(i: int) -> float:
+        if i < start:
+            return 1.0
+        return 1.0 - (1.0 - final) * min(1.0, (i - start) / span)
+
+    return schedule
 
 
 @torch.no_grad()

@@ -110,3 +110,58 @@ def test_checkpoint_round_trip_with_optimizer_and_history(tmp_path):
     assert ckpt["step"] == 3 and ckpt["history"]["loss"] == [1.0, 0.5]
     for k, v in net.state_dict().items():
         assert torch.equal(net2.state_dict()[k], v)
+
+
+def test_decay_schedule_is_constant_then_linear_to_final():
+    sched = train.decay_schedule(8, decay_from=0.5, final=0.2)
+    factors = [sched(i) for i in range(8)]
+    assert factors[:5] == [1.0] * 5                                      # the decay starts at step 4, from 1
+    assert factors[-1] == pytest.approx(0.2)
+    assert all(a > b for a, b in zip(factors[4:], factors[5:]))          # then strictly falling
+    assert train.decay_schedule(1)(0) == 1.0                              # one step: no decay to apply
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(steps=10, decay_from=1.0), ValueError, "decay_from"),
+    (dict(steps=10, final=1.5), ValueError, "final"),
+    (dict(steps=0), ValueError, "steps"),
+])
+def test_decay_schedule_bad_input(kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        train.decay_schedule(**kwargs)
+
+
+def _lin_step(model, batch):
+    return ((model(batch) - 1.0) ** 2).mean()
+
+
+def test_fit_applies_the_schedule_at_every_step_and_a_resumed_run_continues_it(tmp_path):
+    sched = train.decay_schedule(6, decay_from=0.5, final=0.1)
+    seen = []
+
+    def record(model, i, history):
+        seen.append(opt.param_groups[0]["lr"])
+
+    torch.manual_seed(0)
+    ref = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.1)
+    batches = _batches(6)
+    train.fit(ref, _lin_step, batches, steps=6, optimizer=opt, progress=False, lr_schedule=sched,
+              callback=record, callback_every=1)
+    assert seen == pytest.approx([0.1 * sched(i) for i in range(6)])
+    # interrupted after 3 steps, resumed from the file with a fresh optimizer at the base rate
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    path = tmp_path / "lin.pt"
+    train.fit(net, _lin_step, batches[:3], steps=3, lr=0.1, progress=False, lr_schedule=sched, checkpoint=path)
+    net2 = torch.nn.Linear(3, 1)
+    train.fit(net2, _lin_step, batches[3:], steps=6, lr=0.1, progress=False, lr_schedule=sched, checkpoint=path)
+    for p, q in zip(net2.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_fit_rejects_a_schedule_that_returns_a_bad_factor():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.fit(torch.nn.Linear(3, 1), _lin_step, _batches(2), steps=2, progress=False, lr_schedule=lambda i: -1.0)
+    with pytest.raises(TypeError, match="lr_schedule"):
+        train.fit(torch.nn.Linear(3, 1), _lin_step, _batches(2), steps=2, progress=False, lr_schedule=3)
