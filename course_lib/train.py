@@ -106,9 +106,7 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
     for i in bar:
         if lr_schedule is not None:
-            factor = lr_schedule(i)
-            if not (isinstance(factor, (int, float)) and not isinstance(factor, bool) and 0 <= factor < float("inf")):
-                raise ValueError(f"fit: lr_schedule({i}) must return a finite number >= 0, got {factor!r}")
+            factor = check_number("fit", f"lr_schedule({i})", lr_schedule(i), minimum=0)
             for g, base in zip(opt.param_groups, base_lrs):
                 g["lr"] = base * factor
         out = step(model, next(source))
