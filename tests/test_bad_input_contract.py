@@ -463,6 +463,8 @@ SPECS = [
           final=A(0.1, "nonneg")),
     _spec("recalibrate_batchnorm", train.recalibrate_batchnorm, model=A(LIN, "object"),
           forward=A(lambda m, b: m(b), "callable"), batches=A(BATCHES, "object"), n_batches=A(1, "count")),
+    _spec("ModelStack", train.ModelStack, models=A([torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)], "object")),
+    _spec("ModelStack.clip_grad_norm_", train.ModelStack([torch.nn.Linear(2, 1)]).clip_grad_norm_, max_norm=A(1.0, "pos")),
     _spec("save_checkpoint", train.save_checkpoint, path=A(TMP / "ckpt.pt", "path"), model=A(LIN, "object"),
           config=A(None, "object", optional=True), optimizer=A(None, "object", optional=True), step=A(0, "index"),
           history=A(None, "dict", optional=True)),
@@ -646,6 +648,10 @@ NOT_WALKED = {
 UNREACHABLE = {
     "StackedAutoencoder.sparsity_penalty": "an internal term of loss/layer_loss on activations the model made "
                                           "itself; its input is never user data",
+    "ModelStack.forward": "takes one member's inputs (*inputs) and passes them on unchanged: the member's own "
+                          "forward checks them (walked for every network)",
+    "ModelStack.unstack": "no arguments",
+    "ModelStack.train": "torch.nn.Module.train (mode: bool), extended to the stacked architecture",
 }
 
 

@@ -165,3 +165,90 @@ def test_fit_rejects_a_schedule_that_returns_a_bad_factor():
         train.fit(torch.nn.Linear(3, 1), _lin_step, _batches(2), steps=2, progress=False, lr_schedule=lambda i: -1.0)
     with pytest.raises(TypeError, match="lr_schedule"):
         train.fit(torch.nn.Linear(3, 1), _lin_step, _batches(2), steps=2, progress=False, lr_schedule=3)
+
+
+# ------------------------------------------------------------------------------------ ModelStack
+
+class _StackNet(torch.nn.Module):
+    # no bias before the BatchNorm: its gradient would be 0 up to rounding, and Adam would turn
+    # that rounding into full-size steps that differ between any two summation orders
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4, bias=False)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.out = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(self.lin(x))))
+
+
+def _members(k=3, seed=0):
+    torch.manual_seed(seed)
+    return [_StackNet() for _ in range(k)]
+
+
+def test_model_stack_trains_each_member_as_if_alone():
+    # Adam is element-wise and the step sums the members' losses: each member's trajectory (with
+    # per-member gradient clipping and BatchNorm in train mode) is the one it follows alone
+    batches = _batches(8, shift=2.0)
+    targets = [0.5, -1.0, 2.0]                                   # a different loss per member
+
+    alone = []
+    for k, m in enumerate(_members()):
+        def step(model, batch, t=targets[k]):
+            return ((model(batch) - t) ** 2).mean() * 50          # large: the clipping is active
+        train.fit(m, step, batches, steps=8, lr=0.05, progress=False, grad_clip=0.5)
+        alone.append(m)
+
+    stack = train.ModelStack(_members())
+
+    def stacked_step(model, batch):
+        out = model(batch)                                        # (K, 16, 4)
+        return sum(((out[k] - t) ** 2).mean() * 50 for k, t in enumerate(targets))
+
+    train.fit(stack, stacked_step, batches, steps=8, lr=0.05, progress=False, grad_clip=0.5)
+    for a, b in zip(alone, stack.unstack()):
+        for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(p.float(), q.float(), atol=1e-5), n
+    assert not stack.training and not stack.unstack()[0].training
+
+
+def test_model_stack_forward_matches_the_members_and_unstack_copies():
+    members = [m.eval() for m in _members(4)]
+    stack = train.ModelStack(members)
+    x = torch.randn(5, 3)
+    out = stack(x)
+    assert out.shape == (4, 5, 4)
+    for k, m in enumerate(members):
+        assert torch.allclose(out[k], m(x), atol=1e-6)
+    copies = stack.unstack()
+    with torch.no_grad():
+        copies[0].lin.weight.add_(1.0)                           # a copy, not a view of the stack
+    assert torch.allclose(stack(x)[0], members[0](x), atol=1e-6)
+
+
+def test_model_stack_clips_each_member_to_its_own_norm():
+    stack = train.ModelStack([torch.nn.Linear(3, 1, bias=False) for _ in range(2)])
+    stack.weights[0].grad = torch.tensor([[[3.0, 4.0, 0.0]], [[0.3, 0.4, 0.0]]])   # norms 5 and 0.5
+    norms = stack.clip_grad_norm_(1.0)
+    assert torch.allclose(norms, torch.tensor([5.0, 0.5]))
+    g = stack.weights[0].grad
+    assert torch.allclose(g[0].norm(), torch.tensor(1.0), atol=1e-5)        # clipped to 1
+    assert torch.allclose(g[1], torch.tensor([[0.3, 0.4, 0.0]]))             # below 1: untouched
+
+
+@pytest.mark.parametrize("models, exc, words", [
+    (torch.nn.Linear(3, 1), TypeError, "models must be a list or tuple"),
+    ([], ValueError, "at least one model"),
+    ([torch.nn.Linear(3, 1), "net"], TypeError, r"models\[1\] must be a torch.nn.Module"),
+    ([torch.nn.Linear(3, 1), torch.nn.Conv1d(3, 1, 1)], TypeError, "one architecture"),
+    ([torch.nn.Linear(3, 1), torch.nn.Linear(4, 1)], ValueError, r"models\[1\] differs from models\[0\]"),
+    ([torch.nn.ReLU()], ValueError, "no parameters"),
+    ([torch.nn.Linear(3, 1), torch.nn.Linear(3, 1).eval()], ValueError, "same mode"),
+])
+def test_model_stack_bad_input(models, exc, words):
+    with pytest.raises(exc, match=r"ModelStack: .*" + words):
+        train.ModelStack(models)
+    stack = train.ModelStack([torch.nn.Linear(3, 1)])
+    with pytest.raises(ValueError, match="ModelStack.clip_grad_norm_: max_norm"):
+        stack.clip_grad_norm_(-1.0)
