@@ -336,10 +336,17 @@ class ModelStack(torch.nn.Module):
         params, buffers = self._state()
         skeleton = self._skeleton
 
-        def member(p, b, *x):
-            return torch.func.functional_call(skeleton, (p, b), x)
+        structure = []          # the output's pytree and its non-tensor leaves (a NamedTuple may hold None)
 
-        return torch.func.vmap(member, in_dims=(0, 0) + (None,) * len(inputs))(params, buffers, *inputs)
+        def member(p, b, *x):
+            leaves, spec = torch.utils._pytree.tree_flatten(torch.func.functional_call(skeleton, (p, b), x))
+            structure[:] = [spec, leaves]
+            return tuple(v for v in leaves if isinstance(v, torch.Tensor))
+
+        tensors = iter(torch.func.vmap(member, in_dims=(0, 0) + (None,) * len(inputs))(params, buffers, *inputs))
+        spec, leaves = structure
+        return torch.utils._pytree.tree_unflatten(
+            [next(tensors) if isinstance(v, torch.Tensor) else v for v in leaves], spec)
 
     @torch.no_grad()
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:

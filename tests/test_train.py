@@ -252,3 +252,23 @@ def test_model_stack_bad_input(models, exc, words):
     stack = train.ModelStack([torch.nn.Linear(3, 1)])
     with pytest.raises(ValueError, match="ModelStack.clip_grad_norm_: max_norm"):
         stack.clip_grad_norm_(-1.0)
+
+
+def test_model_stack_keeps_the_output_structure_with_none_fields():
+    from typing import NamedTuple
+
+    class Out(NamedTuple):
+        y: torch.Tensor
+        extra: torch.Tensor | None
+
+    class TwoHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return Out(self.lin(x), None)
+
+    stack = train.ModelStack([TwoHead(), TwoHead()])
+    out = stack(torch.rand(5, 3))
+    assert isinstance(out, Out) and out.y.shape == (2, 5, 2) and out.extra is None
