@@ -30,8 +30,8 @@ import torch
 
 from ._checks import (check_image, check_int, check_labels, check_number, check_option, check_size,
                       check_tensor)
-from .spatial import (affine_to_displacement, compose, gaussian_blur, integrate_velocity, resize_image,
-                      rigid_matrix, warp)
+from .spatial import (_integrate, _warp, affine_to_displacement, compose, gaussian_blur, integrate_velocity,
+                      resize_image, rigid_matrix, warp)
 
 __all__ = [
     "Anatomy", "Subject", "load_mni152", "load_atlas", "template_volume", "template_slices",
@@ -578,8 +578,10 @@ class Subject:
 
 
 def _warp_anatomy(a: Anatomy, disp: torch.Tensor) -> Anatomy:
-    return Anatomy(image=warp(a.image, disp), tissues=warp(a.tissues, disp),
-                   mask=(warp(a.mask, disp) > 0.5).float(), labels=warp(a.labels, disp, mode="nearest"))
+    # the simulator's own fields and a checked template: the unchecked warp (same arithmetic as
+    # spatial.warp, without its NaN scans, which cost about a fifth of a simulated batch)
+    return Anatomy(image=_warp(a.image, disp), tissues=_warp(a.tissues, disp),
+                   mask=(_warp(a.mask, disp) > 0.5).float(), labels=_warp(a.labels, disp, mode="nearest"))
 
 
 def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: float = 3.0,
@@ -638,12 +640,12 @@ def _simulate_pairs(template: Anatomy, n: int, g: torch.Generator, magnitude: fl
                     contrast: str | None) -> dict:
     """``n`` moving/fixed pairs on ``template``'s device, random numbers drawn from ``g`` (CPU)."""
     shape, dev = template.shape, template.image.device
-    u_m = integrate_velocity(random_velocity(shape, g, subject_magnitude, spacing, n=n, device=dev))
-    d = integrate_velocity(random_velocity(shape, g, magnitude, spacing, n=n, device=dev))
+    u_m = _integrate(random_velocity(shape, g, subject_magnitude, spacing, n=n, device=dev), 7)
+    d = _integrate(random_velocity(shape, g, magnitude, spacing, n=n, device=dev), 7)
     if affine:
         d = compose(affine_to_displacement(random_affine(shape, g, n=n, **affine_kwargs).to(dev), shape), d)
     mov = _warp_anatomy(template, u_m)
-    fix = _warp_anatomy(template, compose(u_m, d))
+    fix = _warp_anatomy(template, d + _warp(u_m, d))                      # compose(u_m, d), unchecked
     mov_img, fix_img = mov.image, fix.image
     if contrast is not None:
         mov_img = synthesize_contrast(mov.tissues, contrast, g)
