@@ -122,6 +122,11 @@ def run_once(path: Path, seed: int, threads: int) -> dict:
             pass
         print(f"robustness: {path.name} seed {seed} threads {threads}: {problem} (attempt {attempt}); "
               + ("retrying" if attempt == 1 else "giving up"), flush=True)
+        # keep the cause: the child's last words, on screen and in a log beside the results
+        tail = (stderr or "")[-3000:]
+        print(tail, flush=True)
+        log = ROOT / "benchmarks" / f".robustness_{path.stem}_{seed}_{threads}_attempt{attempt}.log"
+        log.write_text(f"{problem}\n{stderr or ''}")
         if attempt == 2:
             raise RuntimeError(f"{path.name} seed {seed} threads {threads} did not run:\n{(stderr or '')[-3000:]}")
     res = json.loads(result_file.read_text())

@@ -229,6 +229,13 @@ def check_option(fn: str, name: str, v, options) -> str:
     return v
 
 
+def check_flags(fn: str, **flags) -> None:
+    """Each keyword must be a real bool (not 0/1, not a string)."""
+    for name, v in flags.items():
+        if not isinstance(v, bool):
+            raise TypeError(f"{fn}: {name} must be a bool, got {type(v).__name__}")
+
+
 def check_callable(fn: str, name: str, v, what: str = "callable") -> None:
     if not callable(v):
         raise TypeError(f"{fn}: {name} must be {what}, got {_kind(v)}")
