@@ -18,13 +18,14 @@ from ._checks import (check_callable, check_field, check_image, check_int, check
                       check_same_shape, check_size, check_tensor, promote)
 from .regularizers import diffusion
 from .similarity import _as_loss, ssd
-from .spatial import (_check_matrix, _rotation_matrix, affine_to_displacement, compose, gaussian_blur,
-                      integrate_velocity, resize_displacement, resize_image, warp)
+# the affine parametrisation lives in spatial (shared with networks.regressor); its public names are
+# re-exported here, where lesson 02 introduces them
+from .spatial import (MODELS, _params_to_matrix, _rescale_matrix, affine_to_displacement, compose,
+                      gaussian_blur, integrate_velocity, n_params, params_to_matrix, rescale_matrix,
+                      resize_displacement, resize_image, warp)
 
 __all__ = ["AffineResult", "register_affine", "pyramid", "params_to_matrix", "rescale_matrix",
            "DenseResult", "register_dense", "bspline_field", "bspline_grid_size"]
-
-MODELS = ("translation", "rigid", "affine")
 
 
 @dataclass
@@ -71,73 +72,6 @@ def _pyramid(image: torch.Tensor, levels: int, min_size: int = 8) -> list[torch.
         size = [max(min_size, round(s / 2 ** lev)) for s in image.shape[2:]]
         out.append(resize_image(gaussian_blur(image, 2.0 ** (lev - 1)), size))
     return out
-
-
-def rescale_matrix(matrix: torch.Tensor, from_shape, to_shape) -> torch.Tensor:
-    """Express a voxel affine of a grid ``from_shape`` on a resized grid ``to_shape``
-    (``align_corners=True``): ``S M S⁻¹`` with ``S = diag((m-1)/(n-1))``.
-
-    ``matrix`` must be floating (an integer matrix would truncate the scale factors)."""
-    fn = "rescale_matrix"
-    ndim = _check_matrix(fn, matrix)
-    from_shape = check_size(fn, "from_shape", from_shape, ndim)
-    to_shape = check_size(fn, "to_shape", to_shape, ndim)
-    return _rescale_matrix(matrix, from_shape, to_shape)
-
-
-def _rescale_matrix(matrix: torch.Tensor, from_shape, to_shape) -> torch.Tensor:
-    """:func:`rescale_matrix` without the input checks (inner optimisation loop)."""
-    s = [(m - 1) / max(n - 1, 1) for m, n in zip(to_shape, from_shape)]
-    S = torch.diag(torch.tensor(s + [1.0], dtype=matrix.dtype, device=matrix.device))
-    Si = torch.diag(torch.tensor([1 / v for v in s] + [1.0], dtype=matrix.dtype, device=matrix.device))
-    return S @ matrix @ Si
-
-
-def n_params(model: str, ndim: int) -> int:
-    return {"translation": ndim, "rigid": ndim + (1 if ndim == 2 else 3),
-            "affine": ndim * (ndim + 1)}[model]
-
-
-def params_to_matrix(theta: torch.Tensor, model: str, shape) -> torch.Tensor:
-    """Voxel matrices from optimisation parameters (zero = identity), about the image centre ``c``:
-    ``x ↦ L (x - c) + c + t`` with ``t = t_norm · (n - 1) / 2`` (translation in half-image units, so
-    one learning rate suits every parameter).
-
-    * ``translation``: ``t_norm`` ``(N, ndim)``.
-    * ``rigid``: angles (rad; 1 in 2D, 3 in 3D, see ``spatial.rotation_matrix``) then ``t_norm``.
-    * ``affine``: ``ndim × ndim`` entries of ``L - I`` (row by row) then ``t_norm``.
-
-    ``theta`` is ``(N, k)`` floating (``k = n_params(model, ndim)``: 2/3, 3/6 or 6/12 in 2D/3D);
-    integer parameters are a ``TypeError`` (they would truncate the matrix).
-    """
-    return _params_to_matrix("params_to_matrix", theta, model, shape)
-
-
-def _params_to_matrix(fn: str, theta, model: str, shape, check: bool = True, name: str = "theta") -> torch.Tensor:
-    if check:
-        check_option(fn, "model", model, MODELS)
-        shape = check_size(fn, "shape", shape, (2, 3))
-        check_tensor(fn, name, theta, ndims=(2,), floating=True, finite=True, nonempty=True)
-        k = n_params(model, len(shape))
-        if theta.shape[1] != k:
-            raise ValueError(f"{fn}: {name} must be (N, {k}) for model={model!r} in {len(shape)}D, "
-                             f"got {tuple(theta.shape)}")
-    ndim = len(shape)
-    n = theta.shape[0]
-    half = torch.tensor([(s - 1) / 2 for s in shape], dtype=theta.dtype, device=theta.device)
-    eye = torch.eye(ndim, dtype=theta.dtype, device=theta.device)
-    if model == "translation":
-        lin, t = eye.expand(n, ndim, ndim), theta
-    elif model == "rigid":
-        k = 1 if ndim == 2 else 3
-        lin, t = _rotation_matrix(fn, theta[:, :k], check=False), theta[:, k:]
-    else:  # affine
-        lin, t = eye + theta[:, : ndim * ndim].view(n, ndim, ndim), theta[:, ndim * ndim:]
-    shift = t * half + half - (lin @ half[:, None])[..., 0]          # (N, ndim)
-    top = torch.cat([lin, shift[..., None]], dim=-1)
-    bottom = torch.zeros(n, 1, ndim + 1, dtype=theta.dtype, device=theta.device)
-    bottom[..., -1] = 1
-    return torch.cat([top, bottom], dim=1)
 
 
 def register_affine(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd, model: str = "affine",

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._checks import (check_image, check_int, check_keywords, check_number, check_same_shape, check_tensor,
-                      promote)
+from ._checks import check_image, check_int, check_keywords, check_number, check_same_shape, promote
 
 __all__ = ["ssd", "ncc", "lncc", "mutual_information", "nmi", "soft_dice", "as_loss",
            "SSD", "NCC", "LNCC", "MutualInformation", "NMI", "SoftDice", "SIMILARITIES"]

@@ -7,7 +7,7 @@ import torch
 
 from course_lib import features, spatial, train
 from course_lib.networks import SAEConfig, StackedAutoencoder
-from course_lib.networks.autoencoder import train_sae
+from course_lib.train import train_sae
 
 torch.set_num_threads(1)
 

@@ -47,7 +47,7 @@ from course_lib import spatial, train, viz  # noqa: E402
 from course_lib.networks import (AffineRegressor, PatchSimilarityConfig, PatchSimilarityNet,  # noqa: E402
                                  RegressorConfig, SAEConfig, StackedAutoencoder, UNet, VoxelMorph,
                                  VoxelMorphConfig)
-from course_lib.networks import autoencoder, similarity_net  # noqa: E402
+from course_lib.networks import similarity_net  # noqa: E402
 
 MODULES = ["config", "data", "spatial", "similarity", "regularizers", "metrics", "classical", "features",
            "rotations", "train", "viz", "networks.autoencoder", "networks.regressor",
@@ -400,6 +400,7 @@ SPECS = [
     _spec("pyramid", classical.pyramid, image=img(), levels=A(2, "count"), min_size=A(4, "count"), dtype="any"),
     _spec("params_to_matrix", classical.params_to_matrix, theta=A(PARAMS6, "tensor", channels=True),
           model=A("affine", "option"), shape=A((H, W), "size"), dtype="any"),
+    _spec("n_params", spatial.n_params, model=A("affine", "option"), ndim=A(2, "int")),
     _spec("rescale_matrix", classical.rescale_matrix, matrix=A(EYE, "tensor", channels=True),
           from_shape=A((H, W), "size"), to_shape=A((6, 7), "size"), dtype="any"),
     _spec("register_dense", classical.register_dense, moving=P(IMG), fixed=P(IMG_B),
@@ -521,7 +522,7 @@ SPECS = [
           patches=A(PATCHES, "tensor", channels=True),
           skip={("patches", "ndim+"): "documented: (P, C, *patch) batches are flattened"}),
     _spec("StackedAutoencoder.layerwise_parameters", SAE.layerwise_parameters, k=A(0, "index")),
-    _spec("train_sae", autoencoder.train_sae, model=A(SAE, "object"), batches=A([PATCHES], "object"),
+    _spec("train_sae", train.train_sae, model=A(SAE, "object"), batches=A([PATCHES], "object"),
           layer_steps=A(1, "index"), finetune_steps=A(1, "index"), lr=A(1e-3, "pos"),
           finetune_lr=A(None, "pos", optional=True), seed=A(0, "int", optional=True), progress=A(False, "bool")),
     _spec("RegressorConfig", RegressorConfig, ndim=A(2, "option"), in_channels=A(1, "count"), widths=A((2,), "seq"),
@@ -600,6 +601,7 @@ EXTRA = [  # (function name, argument name, family, call, exception)
     ("hd95", "spacing", "length", lambda: metrics.hd95(LAB, LAB, spacing=(1.0, 1.0, 1.0)), VE),
     ("hd95", "labels", "absent", lambda: metrics.hd95(LAB, LAB, labels=[7]), VE),
     ("dice", "labels", "empty", lambda: metrics.dice(LAB, LAB, labels=[]), VE),
+    ("n_params", "ndim", "ndim-4", lambda: spatial.n_params("affine", 4), VE),
     ("params_to_matrix", "theta", "width-5", lambda: classical.params_to_matrix(torch.zeros(1, 5), "affine", (H, W)), VE),
     ("params_to_matrix", "theta", "int-dtype", lambda: classical.params_to_matrix(torch.ones(1, 6, dtype=torch.int64),
                                                                                "affine", (H, W)), TE),

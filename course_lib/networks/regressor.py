@@ -23,7 +23,7 @@ Architecture (one code path for 2D and 3D, ``config.ndim`` picks ``Conv2d``/``Co
   feature vector of ``F = widths[-1]`` numbers per image.
 * **Head**: a gradually narrowing fully connected stack (AIRNet) on the concatenated features of
   both images and their difference.
-* **Output** in the convention of :func:`course_lib.classical.params_to_matrix` (zero = identity;
+* **Output** in the convention of :func:`course_lib.spatial.params_to_matrix` (zero = identity;
   translations in half-image units, so the parameters do not depend on the resolution the network
   sees): ``"affine"``: the ``ndim²`` entries of ``L - I`` then ``ndim`` translations;
   ``"rigid"``: 1 (2D) or 3 (3D) angles in radians, bounded by ``π·tanh`` (Salehi et al. 2018), then
@@ -51,8 +51,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .. import classical
 from .._checks import check_model_dtype, check_size
+from ..spatial import _params_to_matrix, n_params
 
 __all__ = ["RegressorConfig", "AffineRegressor"]
 
@@ -85,7 +85,7 @@ class RegressorConfig:
         growth: growth rate of the dense blocks (new channels per convolution).
         head: widths of the fully connected head, gradually narrowing.
         output: ``"affine"`` (``ndim·(ndim+1)`` parameters) or ``"rigid"`` (1 or 3 angles, then
-            ``ndim`` translations), in :func:`course_lib.classical.params_to_matrix`'s convention.
+            ``ndim`` translations), in :func:`course_lib.spatial.params_to_matrix`'s convention.
     """
 
     ndim: int = 2
@@ -109,7 +109,7 @@ class RegressorConfig:
     @property
     def n_params(self) -> int:
         """Number of regressed parameters: 6/12 (affine) or 3/6 (rigid) in 2D/3D."""
-        return classical.n_params(self.output, self.ndim)
+        return n_params(self.output, self.ndim)
 
     @property
     def n_angles(self) -> int:
@@ -163,7 +163,7 @@ class AffineRegressor(nn.Module):
     """Siamese CNN regression of affine (or rigid) parameters from a (moving, fixed) pair.
 
     ``forward(moving, fixed)`` → ``(N, k)`` parameters (``k = config.n_params``) in
-    :func:`course_lib.classical.params_to_matrix`'s convention for ``model=config.output``;
+    :func:`course_lib.spatial.params_to_matrix`'s convention for ``model=config.output``;
     :meth:`matrix` turns them into the voxel map ``moving_from_fixed`` ``(N, ndim+1, ndim+1)``.
 
     >>> net = AffineRegressor(RegressorConfig(ndim=2, widths=(4, 8), head=(16,)))
@@ -240,7 +240,7 @@ class AffineRegressor(nn.Module):
     def matrix(self, params: torch.Tensor, shape) -> torch.Tensor:
         """Voxel matrices ``moving_from_fixed`` ``(N, ndim+1, ndim+1)`` of ``params`` on a grid of
         ``shape`` (any resolution: the parameters are resolution-free), via
-        :func:`course_lib.classical.params_to_matrix`."""
+        :func:`course_lib.spatial.params_to_matrix`."""
         fn = "AffineRegressor.matrix"
         cfg = self.config
         if not isinstance(params, torch.Tensor):
@@ -251,7 +251,7 @@ class AffineRegressor(nn.Module):
         if hasattr(shape, "__len__") and not isinstance(shape, str) and len(shape) != cfg.ndim:
             raise ValueError(f"{fn}: shape must have {cfg.ndim} sizes, got {tuple(shape)}")
         shape = check_size(fn, "shape", shape, cfg.ndim)
-        return classical._params_to_matrix(fn, params, cfg.output, shape, name="params")
+        return _params_to_matrix(fn, params, cfg.output, shape, name="params")
 
     def extra_repr(self) -> str:
         c = self.config

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .._checks import check_image, check_option
 
