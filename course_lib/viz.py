@@ -303,9 +303,9 @@ def compare_viewer(moving, fixed, warped, size: float = 3.0):
         plt.show()
 
     controls = dict(view=widgets.ToggleButtons(options=["before", "after"], value="after"))
-    if is3d:
-        controls["position"] = widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5,
-                                                   description="slice", continuous_update=False)
+    # a 2D image has no slice to choose: pin position, or interactive() would add a slider for it
+    controls["position"] = (widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5, description="slice",
+                                                continuous_update=False) if is3d else widgets.fixed(0.5))
     return widgets.interactive(draw, **controls)
 
 
@@ -361,7 +361,6 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
 
     controls = dict(pair=widgets.IntSlider(min=0, max=n - 1, value=0, description="pair",
                                            continuous_update=False))
-    if is3d:
-        controls["position"] = widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5,
-                                                   description="slice", continuous_update=False)
+    controls["position"] = (widgets.FloatSlider(min=0, max=1, step=0.01, value=0.5, description="slice",
+                                                continuous_update=False) if is3d else widgets.fixed(0.5))
     return widgets.interactive(draw, **controls)

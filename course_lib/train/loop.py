@@ -102,7 +102,9 @@ def fit(model: torch.nn.Module, step: Callable, batches, steps: int, lr: float =
     model.train()
     source = _cycle(batches)
     start = time.perf_counter()
-    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=False, mininterval=0.5)
+    # leave=True: a bar that closes itself (leave=False) closes its widget, and a notebook saved after
+    # the run then shows "Error displaying widget: model not found" where the bar was
+    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=True, mininterval=0.5)
     for i in bar:
         if lr_schedule is not None:
             factor = check_number("fit", f"lr_schedule({i})", lr_schedule(i), minimum=0)
