@@ -1,6 +1,6 @@
-"""Evaluation metrics: Dice, HD95, TRE, folding fraction, SDlogJ.
+"""Evaluation metrics: Dice, DSC30, HD95, TRE, EPE, folding fraction, SDlogJ.
 
-Introduced in lessons 00 (Dice), 01 (Jacobian-based) and 03 (TRE, HD95). Label maps are integer
+Introduced in lessons 00 (Dice, EPE), 01 (Jacobian-based) and 03 (TRE, HD95). Label maps are integer
 tensors ``(N, 1, *spatial)``; displacement fields ``(N, ndim, *spatial)`` in voxels.
 """
 
@@ -16,7 +16,7 @@ from scipy import ndimage, stats
 from ._checks import check_batch, check_field, check_labels, check_number, check_tensor, promote
 from .spatial import _jacobian_determinant
 
-__all__ = ["dice", "hd95", "tre", "folding_fraction", "sdlogj", "present_labels", "one_hot",
+__all__ = ["dice", "dsc30", "hd95", "tre", "epe", "folding_fraction", "sdlogj", "present_labels", "one_hot",
            "SeedDifference", "robust_difference", "PairedDifference", "paired_difference"]
 
 
@@ -182,6 +182,59 @@ def tre(points_a: torch.Tensor, points_b: torch.Tensor, spacing=1.0) -> torch.Te
     sp = _spacing("tre", spacing, points_a.shape[-1])
     sp = torch.tensor(sp, dtype=points_a.dtype, device=points_a.device)
     return torch.linalg.vector_norm((points_a - points_b) * sp, dim=-1)
+
+
+def epe(displacement: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor | None = None,
+        spacing=1.0) -> torch.Tensor:
+    """End-point error: mean length of ``displacement - truth`` per sample, ``(N,)``.
+
+    In simulation the true field is known, so this measures correspondence directly (Dice only
+    measures label overlap, which a wrong field can still achieve; Rohlfing 2012).
+
+    Args:
+        displacement, truth: ``(N, ndim, *spatial)`` fields in voxels (either batch may be 1).
+        mask: optional ``(N or 1, 1, *spatial)`` region (bool or 0/1), e.g. the fixed brain mask.
+        spacing: voxel size (scalar or per axis) to report mm; default voxels.
+    """
+    fn = "epe"
+    check_field(fn, "displacement", displacement)
+    check_field(fn, "truth", truth)
+    if displacement.shape[1:] != truth.shape[1:]:
+        raise ValueError(f"{fn}: displacement and truth must have the same channels and spatial shape, "
+                         f"got {tuple(displacement.shape)} and {tuple(truth.shape)}")
+    if displacement.shape[0] != 1:                                             # equal, or either one 1
+        check_batch(fn, "truth", truth, displacement.shape[0], "displacement")
+    n = max(displacement.shape[0], truth.shape[0])
+    displacement, truth = promote(displacement, truth)
+    ndim = displacement.shape[1]
+    sp = torch.tensor(_spacing(fn, spacing, ndim), dtype=truth.dtype, device=truth.device)
+    err = torch.linalg.vector_norm((displacement - truth) * sp.view(1, ndim, *([1] * ndim)), dim=1)
+    err = err.expand(n, *err.shape[1:])
+    if mask is None:
+        return err.flatten(1).mean(1)
+    m = _mask(fn, mask, err[:, None]).expand_as(err).float()
+    if bool((m.flatten(1).sum(1) == 0).any()):
+        raise ValueError(f"{fn}: mask is empty for at least one sample (the mean error is undefined there)")
+    return (err * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+
+
+def dsc30(scores) -> float:
+    """DSC30 (Learn2Reg's robustness figure): the 30th percentile of per-case Dice.
+
+    ``scores``: ``(N,)`` one Dice per case, or ``(N, L)`` per label (as :func:`dice` returns; each
+    case is first averaged over its labels, ignoring NaN for labels it lacks). The 30 % worst cases
+    score at most this. Linear interpolation between order statistics, as ``numpy.percentile``.
+    """
+    fn = "dsc30"
+    check_tensor(fn, "scores", scores, ndims=(1, 2), floating=True, nonempty=True)
+    per_case = scores.double()
+    if per_case.dim() == 2:
+        if bool(torch.isnan(per_case).all(1).any()):
+            raise ValueError(f"{fn}: a case has no finite Dice (every label NaN)")
+        per_case = per_case.nanmean(1)
+    if not bool(torch.isfinite(per_case).all()):
+        raise ValueError(f"{fn}: scores must be finite per case, got {per_case.tolist()}")
+    return float(np.percentile(per_case.cpu().numpy(), 30))
 
 
 def folding_fraction(displacement: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -259,3 +259,50 @@ def test_paired_difference_straddles_zero_without_an_effect():
 def test_paired_difference_bad_input(a, b, conf, exc, words):
     with pytest.raises(exc, match=words):
         metrics.paired_difference(a, b, confidence=conf)
+
+
+# --------------------------------------------------------------------------- EPE and DSC30
+
+def test_epe_of_a_constant_error_is_its_length_in_voxels_and_mm():
+    truth = torch.randn(2, 2, 10, 12)
+    est = truth.clone()
+    est[:, 0] += 3.0
+    est[:, 1] -= 4.0
+    torch.testing.assert_close(metrics.epe(est, truth), torch.full((2,), 5.0))
+    torch.testing.assert_close(metrics.epe(truth, truth), torch.zeros(2))
+    # anisotropic voxels: 3 voxels of 2 mm along axis 0 and 4 voxels of 0.5 mm along axis 1
+    torch.testing.assert_close(metrics.epe(est, truth, spacing=(2.0, 0.5)), torch.full((2,), (36 + 4) ** 0.5))
+
+
+def test_epe_counts_only_the_mask_and_broadcasts_a_single_truth():
+    truth = torch.zeros(1, 3, 6, 7, 8)
+    est = torch.zeros(2, 3, 6, 7, 8)
+    est[:, 2, :3] = 1.0                                  # error 1 in the first half of axis 0 only
+    mask = torch.zeros(1, 1, 6, 7, 8, dtype=torch.bool)
+    mask[:, :, :3] = True
+    torch.testing.assert_close(metrics.epe(est, truth, mask=mask), torch.ones(2))
+    torch.testing.assert_close(metrics.epe(est, truth), torch.full((2,), 0.5))
+    brute = torch.stack([((est[i] - truth[0]) ** 2).sum(0).sqrt()[mask[0, 0]].mean() for i in range(2)])
+    torch.testing.assert_close(metrics.epe(est, truth, mask=mask), brute)
+
+
+def test_epe_rejects_mismatched_fields_and_an_empty_mask():
+    u = torch.zeros(2, 2, 8, 8)
+    with pytest.raises(ValueError, match="epe: displacement and truth must have the same channels"):
+        metrics.epe(u, torch.zeros(2, 2, 8, 9))
+    with pytest.raises(ValueError, match="epe: mask is empty"):
+        metrics.epe(u, u, mask=torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="epe: truth must have batch size 2"):
+        metrics.epe(u, torch.zeros(3, 2, 8, 8))
+
+
+def test_dsc30_is_the_30th_percentile_of_per_case_dice():
+    per_case = torch.tensor([0.9, 0.5, 0.7, 0.8, 0.6, 0.85, 0.75, 0.4, 0.95, 0.65])
+    assert metrics.dsc30(per_case) == pytest.approx(float(np.percentile(per_case.numpy(), 30)))
+    # 30 % of the cases score at most DSC30
+    assert (per_case <= metrics.dsc30(per_case) + 1e-12).float().mean() >= 0.3 - 1e-9
+    # per label: each case is averaged over the labels it has (NaN: label absent)
+    table = torch.tensor([[0.8, float("nan")], [0.6, 0.4], [0.9, 0.7]])
+    assert metrics.dsc30(table) == pytest.approx(float(np.percentile([0.8, 0.5, 0.8], 30)))
+    with pytest.raises(ValueError, match="dsc30: a case has no finite Dice"):
+        metrics.dsc30(torch.tensor([[float("nan"), float("nan")], [0.5, 0.5]]))
