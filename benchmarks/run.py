@@ -71,6 +71,17 @@ def device_name() -> str:
     return f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
 
 
+def cpu_model() -> str:
+    """The processor's model name (machines of one kind differ by about 2x in speed: say which)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("notebooks", nargs="*", help="default: notebooks/*.ipynb")
@@ -83,7 +94,7 @@ def main(argv=None) -> int:
     os.environ["COURSE_PROFILE"] = prof.name
     os.environ.setdefault("MPLBACKEND", "Agg")
     paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    results = {"profile": prof.name, "device": device_name(), "python": platform.python_version(),
+    results = {"profile": prof.name, "device": device_name(), "cpu": cpu_model(), "python": platform.python_version(),
                "date": time.strftime("%Y-%m-%d %H:%M"), "notebooks": []}
     import torch
     results["torch"] = torch.__version__
@@ -103,7 +114,7 @@ def main(argv=None) -> int:
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / f"results_{prof.name}_{'gpu' if torch.cuda.is_available() else 'cpu'}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
     lines = [f"# Benchmark: {prof.name} profile on {results['device']}", "",
-             f"Measured {results['date']} with Python {results['python']}, torch {results['torch']}, "
+             f"Measured {results['date']} on {results['cpu']} with Python {results['python']}, torch {results['torch']}, "
              "by `benchmarks/run.py` (each notebook in a fresh kernel, one at a time).", "",
              "| notebook | time (s) | budget (s) | peak kernel memory (MB) | within budget |",
              "|---|---:|---:|---:|---|"]
