@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import (check_callable, check_field, check_image, check_int, check_number, check_option,
-                      check_same_shape, check_size, check_tensor, promote)
+                      check_same_shape, check_tensor, promote)
 from .regularizers import diffusion
 from .similarity import _as_loss, ssd
 # the affine parametrisation lives in spatial (shared with networks.regressor); its public names are
@@ -23,6 +23,9 @@ from .similarity import _as_loss, ssd
 from .spatial import (MODELS, _params_to_matrix, _rescale_matrix, affine_to_displacement, compose,
                       gaussian_blur, integrate_velocity, n_params, params_to_matrix, rescale_matrix,
                       resize_displacement, resize_image, warp)
+# the cubic B-spline lives in spatial (the simulator draws its velocities with it); lesson 03
+# introduces it here as the free-form deformation's transform model
+from .spatial import _bspline_field, _grid_size, bspline_field, bspline_grid_size  # noqa: F401
 
 __all__ = ["AffineResult", "register_affine", "pyramid", "params_to_matrix", "rescale_matrix",
            "DenseResult", "register_dense", "bspline_field", "bspline_grid_size"]
@@ -166,64 +169,6 @@ class DenseResult:
     history: list = field(default_factory=list)
     level: list = field(default_factory=list)
     params: torch.Tensor | None = None
-
-
-def _bspline_basis(t: torch.Tensor) -> torch.Tensor:
-    """Cubic B-spline ``B(t)``, support ``|t| < 2``."""
-    a = t.abs()
-    return torch.where(a < 1, (4 - 6 * a ** 2 + 3 * a ** 3) / 6,
-                       torch.where(a < 2, (2 - a) ** 3 / 6, torch.zeros_like(a)))
-
-
-def bspline_grid_size(shape, spacing: int) -> tuple[int, ...]:
-    """Control-grid size for an image of ``shape`` with control points every ``spacing`` voxels
-    (one extra point beyond each border, as a cubic spline needs)."""
-    shape = check_size("bspline_grid_size", "shape", shape, (2, 3))
-    spacing = check_int("bspline_grid_size", "spacing", spacing, minimum=1)
-    return _grid_size(shape, spacing)
-
-
-def _grid_size(shape, spacing: int) -> tuple[int, ...]:
-    return tuple(int(-(-(n - 1) // spacing)) + 3 for n in shape)
-
-
-def bspline_field(coeffs: torch.Tensor, shape, spacing: int, full_shape=None) -> torch.Tensor:
-    """Dense displacement ``(N, ndim, *shape)`` of a cubic B-spline free-form deformation.
-
-    ``u(x) = Σ_k c_k Π_i B((x_i - (k_i - 1) s) / s)`` with control points every ``s = spacing``
-    voxels of the full-resolution grid ``full_shape`` (default ``shape``). When ``shape`` is a
-    coarser pyramid level, its voxels are placed on the full grid (``align_corners=True``) and the
-    field is expressed in that level's voxels. Zero coefficients give the zero field.
-
-    References: Rueckert et al. 1999 (IEEE TMI 18(8)).
-    """
-    fn = "bspline_field"
-    shape = check_size(fn, "shape", shape, (2, 3))
-    ndim = len(shape)
-    full_shape = shape if full_shape is None else check_size(fn, "full_shape", full_shape, ndim)
-    spacing = check_int(fn, "spacing", spacing, minimum=1)
-    check_tensor(fn, "coeffs", coeffs, floating=True, finite=True)
-    return _bspline_field(fn, coeffs, shape, spacing, full_shape)
-
-
-def _bspline_field(fn: str, coeffs, shape, spacing: int, full_shape) -> torch.Tensor:
-    """:func:`bspline_field` after the checks of its arguments (the shape of ``coeffs`` is checked here)."""
-    ndim = len(shape)
-    grid = _grid_size(full_shape, spacing)
-    if coeffs.dim() != ndim + 2 or coeffs.shape[1] != ndim or tuple(coeffs.shape[2:]) != grid or coeffs.shape[0] < 1:
-        raise ValueError(f"{fn}: coeffs must be (N, {ndim}, *{grid}), got {tuple(coeffs.shape)}")
-    mats, scales = [], []
-    for m, n, k in zip(shape, full_shape, coeffs.shape[2:]):
-        x = torch.arange(m, dtype=coeffs.dtype, device=coeffs.device) * ((n - 1) / max(m - 1, 1))
-        knots = (torch.arange(k, dtype=coeffs.dtype, device=coeffs.device) - 1) * spacing
-        mats.append(_bspline_basis((x[:, None] - knots[None]) / spacing))         # (m, k)
-        scales.append((m - 1) / max(n - 1, 1))
-    if ndim == 2:
-        u = torch.einsum("ncab,ia,jb->ncij", coeffs, *mats)
-    else:
-        u = torch.einsum("ncabd,ia,jb,kd->ncijk", coeffs, *mats)
-    scale = torch.tensor(scales, dtype=u.dtype, device=u.device).view(1, ndim, *([1] * ndim))
-    return u * scale
 
 
 def register_dense(moving: torch.Tensor, fixed: torch.Tensor, similarity=ssd,

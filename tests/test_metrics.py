@@ -164,9 +164,53 @@ def _hd95_whole_image(p, t, spacing):
     # the definition, with distance transforms over the whole image (no bounding box)
     from scipy import ndimage
     sp_, st = (m & ~ndimage.binary_erosion(m, border_value=0) for m in (p, t))
-    d = np.concatenate([ndimage.distance_transform_edt(~st, sampling=spacing)[sp_],
-                        ndimage.distance_transform_edt(~sp_, sampling=spacing)[st]])
-    return np.percentile(d, 95)
+    return max(np.percentile(ndimage.distance_transform_edt(~st, sampling=spacing)[sp_], 95),
+               np.percentile(ndimage.distance_transform_edt(~sp_, sampling=spacing)[st], 95))
+
+
+def _hd95_brute_force(p, t, spacing):
+    # every surface voxel against every surface voxel of the other map: no distance transform
+    from scipy import ndimage
+    sp_, st = (np.argwhere(m & ~ndimage.binary_erosion(m, border_value=0)) * np.asarray(spacing) for m in (p, t))
+    d = np.sqrt(((sp_[:, None] - st[None]) ** 2).sum(-1))
+    return max(np.percentile(d.min(1), 95), np.percentile(d.min(0), 95))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_hd95_equals_the_brute_force_max_of_directed_percentiles(ndim):
+    g = torch.Generator().manual_seed(10 + ndim)
+    shape = (16, 18, 14)[:ndim]
+    pool = torch.nn.functional.avg_pool2d if ndim == 2 else torch.nn.functional.avg_pool3d
+    a, b = (pool(torch.rand(2, 1, *shape, generator=g), 5, 1, 2) for _ in range(2))
+    a, b = ((x * 4 / x.amax(dim=tuple(range(1, ndim + 2)), keepdim=True)).long().clamp(0, 3) for x in (a, b))
+    spacing = (1.0, 1.5, 2.0)[:ndim]
+    out = metrics.hd95(a, b, labels=[1, 2, 3], spacing=spacing)
+    checked = 0
+    for n in range(2):
+        for j, lab in enumerate([1, 2, 3]):
+            p, t = (a[n, 0] == lab).numpy(), (b[n, 0] == lab).numpy()
+            if p.any() and t.any():
+                checked += 1
+                assert out[n, j].item() == pytest.approx(_hd95_brute_force(p, t, spacing), abs=1e-5)
+    assert checked >= 4
+
+
+def test_hd95_takes_the_larger_directed_percentile_not_the_pooled_one():
+    # target: a square; prediction: the same square plus a long thin tail of 12 voxels. From the
+    # prediction's surface, the tail is far from the target (directed P95 large); from the target's
+    # surface everything is near. Pooling both sets dilutes the tail; the definition keeps it.
+    t = torch.zeros(1, 1, 40, 40, dtype=torch.long)
+    t[0, 0, 5:25, 5:25] = 1
+    p = t.clone()
+    p[0, 0, 25:37, 14:16] = 1
+    from scipy import ndimage
+    pm, tm = p[0, 0].numpy() == 1, t[0, 0].numpy() == 1
+    sp_, st = (m & ~ndimage.binary_erosion(m, border_value=0) for m in (pm, tm))
+    pooled = np.percentile(np.concatenate([ndimage.distance_transform_edt(~st)[sp_],
+                                           ndimage.distance_transform_edt(~sp_)[st]]), 95)
+    value = metrics.hd95(p, t).item()
+    assert value == pytest.approx(_hd95_brute_force(pm, tm, (1.0, 1.0)), abs=1e-5)
+    assert value > pooled + 1.0
 
 
 @pytest.mark.parametrize("ndim", [2, 3])

@@ -14,8 +14,8 @@ import torch
 
 from .._checks import (check_flags, check_image, check_int, check_labels, check_number, check_option,
                        check_size, check_tensor)
-from ..spatial import (_warp, affine_to_displacement, compose, gaussian_blur, integrate_velocity,
-                       resize_image, rigid_matrix)
+from ..spatial import (_bspline_field, _grid_size, _warp, _warp_labels, affine_to_displacement, compose,
+                       gaussian_blur, integrate_velocity, rigid_matrix)
 from .templates import Anatomy, template_slices
 
 
@@ -58,12 +58,15 @@ def _generator(seed_or_gen, fn: str = "course_lib.data", name: str = "generator"
 
 def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 12,
                     n: int = 1, device=None) -> torch.Tensor:
-    """A random smooth stationary velocity field ``(n, ndim, *shape)`` in voxels (float32).
+    """A random C² stationary velocity field ``(n, ndim, *shape)`` in voxels (float32).
 
-    White noise on a coarse grid (one sample every ``spacing`` voxels, drawn on the CPU from
-    ``generator``, so the field does not depend on ``device``), smoothed, upsampled (linear) to
-    ``shape`` on ``device`` and scaled so that its largest component is ``magnitude`` voxels.
-    Integrate it with :func:`course_lib.spatial.integrate_velocity` for a diffeomorphism.
+    A cubic B-spline (:func:`course_lib.spatial.bspline_field`) with control points every
+    ``spacing`` voxels. Its coefficients are white noise (drawn on the CPU from ``generator``, so
+    the field does not depend on ``device``) smoothed over neighbouring control points (Gaussian,
+    σ = 0.7 control points); the field is evaluated at full resolution on ``device`` and scaled so
+    that its largest component is ``magnitude`` voxels. Being a cubic spline, it has continuous
+    second derivatives: no kinks on the control grid. Integrate it with
+    :func:`course_lib.spatial.integrate_velocity` for a diffeomorphism.
     """
     fn = "random_velocity"
     shape = check_size(fn, "shape", shape, (2, 3))
@@ -71,10 +74,9 @@ def random_velocity(shape, generator=0, magnitude: float = 3.0, spacing: int = 1
     n = check_int(fn, "n", n, minimum=1)
     _check_device(fn, device)
     g = _generator(generator, fn)
-    coarse = [max(2, -(-s // spacing) + 1) for s in shape]
-    noise = torch.randn(n, len(shape), *coarse, generator=g).to(device)
-    noise = gaussian_blur(noise, 0.7)
-    v = resize_image(noise, shape)
+    coeffs = torch.randn(n, len(shape), *_grid_size(shape, spacing), generator=g).to(device)
+    coeffs = gaussian_blur(coeffs, 0.7)
+    v = _bspline_field(fn, coeffs, shape, spacing, shape)
     peak = v.abs().flatten(1).max(1).values.clamp_min(1e-8).view(n, *([1] * (len(shape) + 1)))
     return v / peak * magnitude
 
@@ -197,19 +199,21 @@ class Subject:
     seed: int
 
 
-def _warp_anatomy(a: Anatomy, disp: torch.Tensor) -> Anatomy:
-    # the simulator's own fields and a checked template: the unchecked warp (same arithmetic as
-    # spatial.warp, without its NaN scans, which cost about a fifth of a simulated batch)
+def _warp_anatomy(a: Anatomy, disp: torch.Tensor, labels: bool = True) -> Anatomy:
+    # the simulator's own fields and a checked template: the unchecked warps (same arithmetic as
+    # spatial.warp and spatial.warp_labels, without their NaN scans, which cost about a fifth of a
+    # simulated batch); labels are resampled the course's one way (warp_labels, linear mode)
     return Anatomy(image=_warp(a.image, disp), tissues=_warp(a.tissues, disp),
-                   mask=(_warp(a.mask, disp) > 0.5).float(), labels=_warp(a.labels, disp, mode="nearest"))
+                   mask=(_warp(a.mask, disp) > 0.5).float(),
+                   labels=_warp_labels(a.labels, disp) if labels else None)
 
 
 def synthesize_subject(seed: int, template: Anatomy | None = None, magnitude: float = 3.0,
                        spacing: int = 12, affine: bool = False, augment: bool = True) -> Subject:
     """Simulate a subject from ``template`` (default: the 2D axial slice) and an int ``seed``.
 
-    The template is warped by ``exp(v)`` for a random smooth velocity (``magnitude`` voxels, one
-    noise sample every ``spacing`` voxels), optionally after a small random affine; the image then
+    The template is warped by ``exp(v)`` for a random C² velocity (:func:`random_velocity`:
+    ``magnitude`` voxels, a cubic B-spline with control points every ``spacing`` voxels), optionally after a small random affine; the image then
     gets intensity augmentation; tissues, mask and labels move with it.
     """
     fn = "synthesize_subject"
