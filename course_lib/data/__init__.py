@@ -6,9 +6,9 @@ the template grid once, and cached under ``data/cache`` (or ``$COURSE_DATA_DIR``
 of SHA-256 checksums. Nothing is downloaded.
 
 No package ships several real subjects, so **inter-subject variability is simulated**: a subject
-is the template (with its labels) warped by a random smooth diffeomorphism (smoothed noise
+is the template (with its labels) warped by a random smooth diffeomorphism (a cubic B-spline
 velocity → scaling and squaring), plus intensity augmentation (gamma, smooth bias field, noise);
-labels are warped by nearest neighbour. That gives exact ground truth for every pair.
+labels are resampled with ``spatial.warp_labels``. That gives exact ground truth for every pair.
 
 Array order is the template's voxel order (axis 0 left→right, 1 posterior→anterior,
 2 inferior→superior); 2D slices keep the two in-plane axes in that order.
