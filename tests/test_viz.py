@@ -107,7 +107,7 @@ def test_mark_orientation_letters_the_subjects_directions(axis, letters):
     plt.close(fig)
     with pytest.raises(ValueError, match="mark_orientation: axis must be 0, 1 or 2"):
         viz.mark_orientation(axis=3)
-    with pytest.raises(TypeError, match="show: orientation must be True or False"):
+    with pytest.raises(TypeError, match="show: orientation must be a bool"):
         viz.show(torch.rand(6, 7), orientation="yes")
 
 

@@ -10,7 +10,7 @@ from matplotlib.colors import ListedColormap, LogNorm
 import numpy as np
 import torch
 
-from .._checks import check_int, check_number
+from .._checks import check_flags, check_int, check_number
 from ..spatial import _jacobian_determinant
 from .images import _numpy, _show, _slice
 
@@ -118,8 +118,7 @@ def plot_jacobian(displacement, ax=None, title: str | None = None, vmax: float =
     vmax = check_number(fn, "vmax", vmax)
     if not vmax > 1:
         raise ValueError(f"{fn}: vmax must be > 1 (the scale runs from 1/vmax to vmax), got {vmax}")
-    if not isinstance(colorbar, bool):
-        raise TypeError(f"{fn}: colorbar must be True or False, got {type(colorbar).__name__}")
+    check_flags(fn, colorbar=colorbar)
     jac = _slice(fn, "displacement", _jacobian_determinant(fn, d.detach().float().cpu())[:, None], axis, index)
     inside = np.ones(jac.shape, bool)
     if mask is not None:

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .._checks import check_int, check_number
+from .._checks import check_flags, check_int, check_number
 
 
 def _numpy(x, fn: str = "viz", name: str = "x") -> np.ndarray:
@@ -80,7 +80,7 @@ def _colorbar(fn: str, colorbar) -> bool | str:
 def _show(fn: str, name: str, x, ax=None, title=None, cmap="gray", vmin=None, vmax=None, colorbar=False,
           axis: int = 2, index=None, orientation: bool = False, **kwargs):
     _colorbar(fn, colorbar)
-    _flag(fn, "orientation", orientation)
+    check_flags(fn, orientation=orientation)
     a = _slice(fn, name, x, axis, index)
     ax = ax or plt.gca()
     im = ax.imshow(a.T, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax,
@@ -96,12 +96,6 @@ def _show(fn: str, name: str, x, ax=None, title=None, cmap="gray", vmin=None, vm
     if orientation:
         mark_orientation(ax, axis)
     return im
-
-
-def _flag(fn: str, name: str, v) -> bool:
-    if not isinstance(v, bool):
-        raise TypeError(f"{fn}: {name} must be True or False, got {type(v).__name__}")
-    return v
 
 
 #: The subject's direction at the low and high end of each voxel axis of the course's arrays
@@ -164,7 +158,7 @@ def overlay(image, labels, ax=None, title: str | None = None, alpha: float = 0.4
     if lab.shape != img.shape:
         raise ValueError(f"{fn}: image and labels must have the same shape, got slices {img.shape} and {lab.shape}")
     check_number(fn, "alpha", alpha, minimum=0, maximum=1)
-    _flag(fn, "orientation", orientation)
+    check_flags(fn, orientation=orientation)
     ax = ax or plt.gca()
     _show(fn, "image", img, ax, title)
     if orientation:
@@ -184,7 +178,7 @@ def checkerboard(a, b, tiles: int = 8, ax=None, title: str | None = None, axis: 
     tiles = check_int("checkerboard", "tiles", tiles, minimum=1)
     ii, jj = np.meshgrid(np.arange(A.shape[0]) * tiles // A.shape[0],
                          np.arange(A.shape[1]) * tiles // A.shape[1], indexing="ij")
-    _flag("checkerboard", "orientation", orientation)
+    check_flags("checkerboard", orientation=orientation)
     im = show(np.where((ii + jj) % 2 == 0, A, B), ax, title)
     if orientation:
         mark_orientation(im.axes, axis)

@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .._checks import check_int, check_number
+from .._checks import check_flags, check_int, check_number
 from .fields import plot_grid, plot_jacobian
-from .images import _flag, _numpy, show, to_slice
+from .images import _numpy, show, to_slice
 
 
 def slice_viewer(images: dict, size: float = 3.0, orientation: bool = True, **kwargs):
@@ -28,7 +28,7 @@ def slice_viewer(images: dict, size: float = 3.0, orientation: bool = True, **kw
         raise TypeError(f"slice_viewer: images must be a non-empty dict {{title: volume}}, got {type(images).__name__}"
                         + (" (empty)" if isinstance(images, dict) else ""))
     check_number("slice_viewer", "size", size, minimum=0, positive=True)
-    _flag("slice_viewer", "orientation", orientation)
+    check_flags("slice_viewer", orientation=orientation)
     vols = {k: _volume("slice_viewer", f"images[{k!r}]", v) for k, v in images.items()}
     shape = next(iter(vols.values())).shape
 
@@ -81,7 +81,7 @@ def compare_viewer(moving, fixed, warped, size: float = 3.0, orientation: bool =
         raise ValueError(f"{fn}: moving, fixed and warped must have the same spatial shape, got "
                          + ", ".join(f"{k} {v}" for k, v in shapes.items()))
     check_number(fn, "size", size, minimum=0, positive=True)
-    _flag(fn, "orientation", orientation)
+    check_flags(fn, orientation=orientation)
     is3d = len(shapes["moving"]) == 3
 
     def draw(view, position=0.5):
@@ -144,7 +144,7 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
         raise ValueError(f"{fn}: every spatial size must be >= 2 (det J panel), got {spatial}")
     step = check_int(fn, "step", step, minimum=1)
     check_number(fn, "size", size, minimum=0, positive=True)
-    _flag(fn, "orientation", orientation)
+    check_flags(fn, orientation=orientation)
     is3d = len(spatial) == 3
     cpu = {k: v.detach().float().cpu() for k, v in tensors.items()}
 
