@@ -44,13 +44,13 @@ from course_lib import regularizers as reg  # noqa: E402
 from course_lib import rotations as rot  # noqa: E402
 from course_lib import similarity as sim  # noqa: E402
 from course_lib import spatial, train, viz  # noqa: E402
-from course_lib.networks import (AffineRegressor, PatchSimilarityConfig, PatchSimilarityNet,  # noqa: E402
-                                 RegressorConfig, SAEConfig, StackedAutoencoder, UNet, VoxelMorph,
-                                 VoxelMorphConfig)
+from course_lib.networks import (AffineRegressor, Discriminator, DiscriminatorConfig,  # noqa: E402
+                                 PatchSimilarityConfig, PatchSimilarityNet, RegressorConfig, SAEConfig,
+                                 StackedAutoencoder, UNet, VoxelMorph, VoxelMorphConfig)
 from course_lib.networks import similarity_net  # noqa: E402
 
 MODULES = ["config", "data", "spatial", "similarity", "regularizers", "metrics", "classical", "features",
-           "rotations", "train", "viz", "networks.autoencoder", "networks.regressor",
+           "rotations", "train", "viz", "networks.autoencoder", "networks.discriminator", "networks.regressor",
            "networks.similarity_net", "networks.unet", "networks.voxelmorph"]
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -98,8 +98,21 @@ VM = VoxelMorph(VoxelMorphConfig(ndim=2, encoder=(2,), decoder=(2,), diffeomorph
 LIN = torch.nn.Linear(2, 1)
 
 
+DISC = Discriminator(DiscriminatorConfig(ndim=2, in_channels=2, widths=(2, 2), head_width=2, input_size=(H, W)))
+LIN_D = torch.nn.Linear(1, 1)                               # the discriminator of the adversarial walk
+R1_CONV = torch.nn.Conv2d(1, 1, 3, padding=1)
+R1_X = torch.rand(N, 1, H, W, requires_grad=True)
+R1_LOGITS = R1_CONV(R1_X)                                   # (2, 1, 12, 14), differentiable in R1_X
+LOGITS, LOGITS_B = torch.randn(N, 1, 3, 4), torch.randn(N, 1, 3, 4)
+ANY_SHAPE = "documented: logits of any shape (a patch map or one score per sample)"
+
+
 def _fit_step(model, batch):
     return (model(batch) ** 2).mean()
+
+
+def _adv_step(generator, discriminator, batch, i):
+    return (discriminator(generator(batch)) ** 2).mean()
 
 
 BATCHES = [torch.rand(3, 2)]
@@ -473,6 +486,30 @@ SPECS = [
           callback_every=A(0, "index"), checkpoint=A(None, "path", optional=True), checkpoint_every=A(0, "index"),
           config=A(None, "object", optional=True), lr_schedule=A(None, "callable", optional=True)),
     _spec("cycle", train.cycle, batches=A(BATCHES, "object")),
+    _spec("fit_adversarial", train.fit_adversarial, generator=A(LIN, "object"), discriminator=A(LIN_D, "object"),
+          g_step=A(_adv_step, "callable"), d_step=A(_adv_step, "callable"), batches=A(BATCHES, "object"),
+          steps=A(1, "count"), lr_g=A(1e-3, "pos"), lr_d=A(1e-3, "pos"), betas=A((0.9, 0.999), "seq"),
+          seed=A(None, "int", optional=True), progress=A(False, "bool"), desc=A("adversarial", "str"),
+          warmup_d=A(0, "index"), warmup_g=A(0, "index"), d_threshold=A(None, "real", optional=True),
+          d_floor=A(0.0, "nonneg"), grad_clip=A(1.0, "pos", optional=True),
+          callback=A(None, "callable", optional=True), callback_every=A(0, "index"),
+          checkpoint=A(None, "path", optional=True), checkpoint_every=A(0, "index"),
+          config_g=A(None, "object", optional=True), config_d=A(None, "object", optional=True),
+          lr_schedule=A(None, "callable", optional=True)),
+    *[_spec(n, f, real_logits=A(LOGITS, "tensor"), fake_logits=A(LOGITS_B, "tensor"), **extra,
+            skip={(a, fam): ANY_SHAPE for a in ("real_logits", "fake_logits") for fam in ("ndim-", "ndim+")})
+      for n, f, extra in [
+          ("discriminator_targets", train.discriminator_targets, dict(smoothing=A(0.1, "nonneg"), dtype="any")),
+          ("discriminator_loss", train.discriminator_loss, dict(kind=A("bce", "option"), smoothing=A(0.1, "nonneg"))),
+          ("discriminator_stats", train.discriminator_stats, dict(kind=A("lsgan", "option")))]],
+    _spec("generator_loss", train.generator_loss, fake_logits=A(LOGITS, "tensor"), kind=A("lsgan", "option"),
+          skip={("fake_logits", fam): ANY_SHAPE for fam in ("ndim-", "ndim+")}),
+    _spec("r1_penalty", train.r1_penalty, real_logits=A(R1_LOGITS, "tensor"), real_inputs=A(R1_X, "tensor"),
+          gamma=A(10.0, "pos"),
+          allow={("real_logits", "float64"): "documented: the penalty has the dtype of real_inputs' gradient"},
+          errors={("real_inputs", "float64"): VE}),       # a cast copy is a tensor real_logits does not depend on
+    _spec("discriminator_lr_factor", train.discriminator_lr_factor, d_loss=A(1.0, "real"), threshold=A(0.5, "real"),
+          floor=A(0.0, "nonneg")),
     _spec("decay_schedule", train.decay_schedule, steps=A(10, "count"), decay_from=A(0.5, "nonneg"),
           final=A(0.1, "nonneg")),
     _spec("recalibrate_batchnorm", train.recalibrate_batchnorm, model=A(LIN, "object"),
@@ -543,6 +580,15 @@ SPECS = [
     _spec("RegressorConfig", RegressorConfig, ndim=A(2, "option"), in_channels=A(1, "count"), widths=A((2,), "seq"),
           growth=A(2, "count"), head=A((4,), "seq"), output=A("affine", "option"),
           errors=config_errors("ndim", "in_channels", "widths", "growth", "head")),
+    _spec("DiscriminatorConfig", DiscriminatorConfig, ndim=A(2, "option"), in_channels=A(2, "count"),
+          widths=A((2,), "seq"), head_width=A(2, "count"), slope=A(0.2, "nonneg"), min_size=A(2, "count"),
+          input_size=A((H, W), "size", optional=True), spectral_norm=A(False, "bool"),
+          errors=config_errors("ndim", "in_channels", "widths", "head_width", "slope", "min_size", "input_size")),
+    _spec("Discriminator", Discriminator, config=A(DiscriminatorConfig(widths=(2,), head_width=2, input_size=(H, W)),
+                                                   "object", optional=True)),
+    _spec("Discriminator.forward", DISC, dtype="weights", x=P(IMG, channels=True),
+          y=P(IMG_B, channels=True, optional=True)),
+    _spec("Discriminator.output_shape", DISC.output_shape, spatial=A((H, W), "size")),
     _spec("AffineRegressor", AffineRegressor, config=A(RegressorConfig(widths=(2,), growth=2, head=(4,)), "object")),
     _spec("AffineRegressor.forward", REG, dtype="weights", moving=P(IMG, channels=True), fixed=P(IMG_B, channels=True)),
     _spec("AffineRegressor.encode", REG.encode, dtype="weights", image=A(IMG, "tensor", channels=True)),
@@ -629,6 +675,15 @@ EXTRA = [  # (function name, argument name, family, call, exception)
     ("StackedAutoencoder.encode", "depth", "too-deep", lambda: SAE.encode(PATCHES, depth=5), VE),
     ("PairDataset.__getitem__", "i", "float", lambda: data.PairDataset(1, "test", ANATOMY, cache=False)[0.5], TE),
     ("PairDataset.batch", "indices", "out-of-range", lambda: data.PairDataset(1, "test", ANATOMY, cache=False).batch([3]), VE),
+    ("fit_adversarial", "warmup_g", "over-steps", lambda: train.fit_adversarial(
+        LIN, LIN_D, _adv_step, _adv_step, BATCHES, 2, warmup_d=1, warmup_g=2, progress=False), VE),
+    ("fit_adversarial", "discriminator", "shared", lambda: train.fit_adversarial(
+        LIN, torch.nn.Sequential(LIN, LIN_D), _adv_step, _adv_step, BATCHES, 1, progress=False), VE),
+    ("r1_penalty", "real_inputs", "no-grad", lambda: train.r1_penalty(R1_LOGITS, R1_X.detach()), VE),
+    ("r1_penalty", "real_logits", "unrelated", lambda: train.r1_penalty(R1_CONV(R1_X.detach()), R1_X), VE),
+    ("discriminator_loss", "smoothing", "half", lambda: train.discriminator_loss(LOGITS, LOGITS, smoothing=0.5), VE),
+    ("Discriminator.forward", "x", "too-small", lambda: DISC(torch.rand(1, 2, 4, W)), VE),
+    ("Discriminator.forward", "y", "channels-sum", lambda: DISC(IMG, _img(N, 2)), VE),
     ("fit", "grad_clip", "negative", lambda: train.fit(LIN, _fit_step, BATCHES, 1, grad_clip=-1.0, progress=False), VE),
     ("compare_viewer", "warped", "mismatch-2d-3d", lambda: viz.compare_viewer(IMG, IMG, IMG3D), VE),
     ("registration_viewer", "displacement", "nan",
