@@ -9,7 +9,6 @@ them with two Adam optimizers, a progress bar, a history and checkpoints.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from .._checks import check_callable, check_int, check_number
 from .checkpoint import load_checkpoint, save_checkpoint
 from .gan_losses import discriminator_lr_factor
-from .loop import _check_batches, _cycle
+from .loop import _check_batches, _check_config, _check_loop_options, _cycle
 from .stack import ModelStack
 
 __all__ = ["fit_adversarial"]
@@ -273,26 +272,14 @@ def _check_arguments(generator, discriminator, g_step, d_step, batches, steps, l
         v = check_number(fn, f"betas[{k}]", b, minimum=0)
         if v >= 1:
             raise ValueError(f"{fn}: betas[{k}] must be in [0, 1), got {v:g}")
-    check_int(fn, "seed", seed, optional=True)
-    if not isinstance(progress, bool):
-        raise TypeError(f"{fn}: progress must be a bool, got {type(progress).__name__}")
-    if not isinstance(desc, str):
-        raise TypeError(f"{fn}: desc must be a str, got {type(desc).__name__}")
     check_int(fn, "warmup_d", warmup_d, minimum=0)
     check_int(fn, "warmup_g", warmup_g, minimum=0)
     if warmup_d + warmup_g > steps:
         raise ValueError(f"{fn}: warmup_d + warmup_g must be <= steps={steps}, got {warmup_d} + {warmup_g}")
     check_number(fn, "d_threshold", d_threshold, optional=True)
     check_number(fn, "d_floor", d_floor, minimum=0, maximum=1)
-    check_number(fn, "grad_clip", grad_clip, minimum=0, positive=True, optional=True)
-    if callback is not None:
-        check_callable(fn, "callback", callback, "a callable callback(generator, discriminator, step, history) or None")
-    check_int(fn, "callback_every", callback_every, minimum=0)
-    if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
-        raise TypeError(f"{fn}: checkpoint must be a str or pathlib.Path (or None), got {type(checkpoint).__name__}")
-    check_int(fn, "checkpoint_every", checkpoint_every, minimum=0)
-    for name, config in (("config_g", config_g), ("config_d", config_d)):
-        if config is not None and not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
-            raise TypeError(f"{fn}: {name} must be a dataclass instance or None, got {type(config).__name__}")
-    if lr_schedule is not None:
-        check_callable(fn, "lr_schedule", lr_schedule, "a callable lr_schedule(step) -> factor or None")
+    _check_loop_options(fn, seed, progress, desc, grad_clip, callback,
+                        "callback(generator, discriminator, step, history)", callback_every, checkpoint,
+                        checkpoint_every, lr_schedule)
+    _check_config(fn, "config_g", config_g)
+    _check_config(fn, "config_d", config_d)

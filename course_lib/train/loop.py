@@ -152,6 +152,14 @@ def _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progr
         check_number(fn, "lr", lr, minimum=0, positive=True)
     elif not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"{fn}: optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    _check_loop_options(fn, seed, progress, desc, grad_clip, callback, "callback(model, step, history)",
+                        callback_every, checkpoint, checkpoint_every, lr_schedule)
+    _check_config(fn, "config", config)
+
+
+def _check_loop_options(fn, seed, progress, desc, grad_clip, callback, callback_signature, callback_every,
+                        checkpoint, checkpoint_every, lr_schedule) -> None:
+    # the options every training loop shares (fit, fit_adversarial)
     check_int(fn, "seed", seed, optional=True)
     if not isinstance(progress, bool):
         raise TypeError(f"{fn}: progress must be a bool, got {type(progress).__name__}")
@@ -159,16 +167,18 @@ def _check_fit_arguments(model, step, batches, steps, lr, optimizer, seed, progr
         raise TypeError(f"{fn}: desc must be a str, got {type(desc).__name__}")
     check_number(fn, "grad_clip", grad_clip, minimum=0, positive=True, optional=True)
     if callback is not None:
-        check_callable(fn, "callback", callback, "a callable callback(model, step, history) or None")
+        check_callable(fn, "callback", callback, f"a callable {callback_signature} or None")
     check_int(fn, "callback_every", callback_every, minimum=0)
     if checkpoint is not None and not isinstance(checkpoint, (str, Path)):
         raise TypeError(f"{fn}: checkpoint must be a str or pathlib.Path (or None), got {type(checkpoint).__name__}")
     check_int(fn, "checkpoint_every", checkpoint_every, minimum=0)
-    if config is not None and not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
-        raise TypeError(f"{fn}: config must be a dataclass instance or None, got {type(config).__name__}")
     if lr_schedule is not None:
         check_callable(fn, "lr_schedule", lr_schedule, "a callable lr_schedule(step) -> factor or None")
 
+
+def _check_config(fn, name, config) -> None:
+    if config is not None and not (dataclasses.is_dataclass(config) and not isinstance(config, type)):
+        raise TypeError(f"{fn}: {name} must be a dataclass instance or None, got {type(config).__name__}")
 
 def decay_schedule(steps: int, decay_from: float = 0.75, final: float = 0.1) -> Callable[[int], float]:
     """A learning-rate schedule for :func:`fit`: constant, then a linear decay over the last steps.
