@@ -722,9 +722,6 @@ UNREACHABLE = {
                                           "itself; its input is never user data",
     "ModelStack.forward": "takes one member's inputs (*inputs) and passes them on unchanged: the member's own "
                           "forward checks them (walked for every network)",
-    "ModelStack.each": "variadic (*inputs): each is checked to be a tensor with one leading slice per member "
-                       "(tests/test_train.py::test_model_stack_each_bad_input); the slices go to the member's "
-                       "own forward, which checks them",
     "ModelStack.unstack": "no arguments",
     "ModelStack.train": "torch.nn.Module.train (mode: bool), extended to the stacked architecture",
 }

@@ -227,43 +227,6 @@ def test_model_stack_forward_matches_the_members_and_unstack_copies():
     assert torch.allclose(stack(x)[0], members[0](x), atol=1e-6)
 
 
-def test_model_stack_each_gives_every_member_its_own_inputs_and_trains_as_alone():
-    # seeds with their own data: member k sees x[k] only, and trains as it would alone on its batches
-    members = [m.eval() for m in _members(3)]
-    stack = train.ModelStack(members)
-    x = torch.randn(3, 5, 3)
-    out = stack.each(x)
-    assert out.shape == (3, 5, 4)
-    for k, m in enumerate(members):
-        assert torch.allclose(out[k], m(x[k]), atol=1e-6)
-
-    data = [_batches(6, shift=float(k)) for k in range(3)]      # a different stream per member
-    alone = []
-    for k, m in enumerate(_members()):
-        train.fit(m, lambda model, b: (model(b) ** 2).mean() * 50, data[k], steps=6, lr=0.05, progress=False,
-                  grad_clip=0.5)
-        alone.append(m)
-    stack = train.ModelStack(_members())
-    joint = [torch.stack(bs) for bs in zip(*data)]             # step i: (K, 16, 3)
-    train.fit(stack, lambda model, b: sum((o ** 2).mean() * 50 for o in model.each(b)), joint, steps=6, lr=0.05,
-              progress=False, grad_clip=0.5)
-    for a, b in zip(alone, stack.unstack()):
-        for (n, p), q in zip(a.state_dict().items(), b.state_dict().values()):
-            assert torch.allclose(p.float(), q.float(), atol=1e-5), n
-
-
-@pytest.mark.parametrize("inputs, exc, words", [
-    ((), TypeError, "got none"),
-    (("x",), TypeError, r"inputs\[0\] must be a torch.Tensor"),
-    ((torch.randn(2, 5, 3),), ValueError, r"inputs\[0\] must have a leading axis of length 3 .*\(2, 5, 3\)"),
-    ((torch.randn(3, 5, 3), torch.tensor(1.0)), ValueError, r"inputs\[1\] .* shape \(\)"),
-])
-def test_model_stack_each_bad_input(inputs, exc, words):
-    stack = train.ModelStack(_members(3))
-    with pytest.raises(exc, match=r"ModelStack.each: .*" + words):
-        stack.each(*inputs)
-
-
 def test_model_stack_clips_each_member_to_its_own_norm():
     stack = train.ModelStack([torch.nn.Linear(3, 1, bias=False) for _ in range(2)])
     stack.weights[0].grad = torch.tensor([[[3.0, 4.0, 0.0]], [[0.3, 0.4, 0.0]]])   # norms 5 and 0.5

@@ -1,5 +1,6 @@
 """Unit tests for lessons 08-09: networks.UNet and VoxelMorph, the label (Dice) loss, fit checkpoints."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -337,3 +338,17 @@ def test_flow_init_std_sets_the_head_scale_and_is_checked():
     for bad in (-1.0, 2.0, "a", True):
         with pytest.raises(ValueError, match="VoxelMorphConfig: flow_init_std must be a number in \\[0, 1\\]"):
             VoxelMorphConfig(flow_init_std=bad)
+
+
+def test_unet_gives_a_channels_last_model_its_input_in_that_layout():
+    # a 2-channel input reads as plain contiguous; a channels_last model converts it, so that the skip
+    # concatenations stay channels_last (no copy before every convolution), with the same output
+    from course_lib.networks import UNet
+    torch.manual_seed(0)
+    plain = UNet(ndim=2, in_channels=2, encoder=(4, 8), decoder=(8, 8, 4)).eval()
+    fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    seen = []
+    fast.down[0][0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = torch.rand(2, 2, 16, 16)
+    assert torch.allclose(fast(x), plain(x), atol=1e-5)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()

@@ -129,6 +129,13 @@ class UNet(nn.Module):
         # the finiteness check reads a value back from the device: skipped inside torch.compile
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
             raise ValueError(f"UNet.forward: x contains NaN or Inf values (shape {tuple(x.shape)})")
+        # a model converted to channels_last (model.to(memory_format=...)) gets its input in that layout too:
+        # a 1- or 2-channel input reads as plain contiguous, and every skip concatenation at its
+        # resolution would then fall back to the plain layout and be copied back before each convolution
+        layout = torch.channels_last if self.ndim == 2 else torch.channels_last_3d
+        weight = self.down[0][0].weight if isinstance(self.down[0], nn.Sequential) else None
+        if weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=layout):
+            x = x.contiguous(memory_format=layout)
         skips = [x]
         for block in self.down:
             x = block(x)

@@ -18,8 +18,7 @@ class ModelStack(torch.nn.Module):
     The members' weights (and buffers, e.g. BatchNorm statistics) are stacked along a new first
     axis with :func:`torch.func.stack_module_state`, and the forward pass runs every member at once
     with :func:`torch.func.vmap` (batched convolutions instead of K small ones). ``forward(*inputs)``
-    applies every member to the **same** inputs and returns the outputs stacked: ``(K, *out)``;
-    :meth:`each` gives member ``k`` its own inputs ``x[k]`` (seeds that train on different batches).
+    applies every member to the **same** inputs and returns the outputs stacked: ``(K, *out)``.
 
     Training with :func:`fit`: the step returns the **sum** of the members' losses, so each
     member's gradient is exactly the gradient of its own loss; Adam works element by element and
@@ -91,28 +90,6 @@ class ModelStack(torch.nn.Module):
         """Every member applied to the same ``inputs`` (as for one model): the outputs ``(K, *out)``."""
         if not inputs:
             raise TypeError("ModelStack.forward: expected the inputs of one member's forward, got none")
-        return self._vmapped(inputs, None)
-
-    def each(self, *inputs):
-        """Member ``k`` applied to its **own** inputs ``x[k]``: every input has a leading axis of length K.
-
-        For seeds that train on different data (each seed its own batches): stack the K batches with
-        ``torch.stack`` and pass them here; the outputs are ``(K, *out)`` as for :meth:`forward`.
-        """
-        fn = "ModelStack.each"
-        if not inputs:
-            raise TypeError(f"{fn}: expected the inputs of one member's forward, each with a leading axis of "
-                            f"length {len(self)} (one per member), got none")
-        for j, x in enumerate(inputs):
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"{fn}: inputs[{j}] must be a torch.Tensor with a leading axis of length "
-                                f"{len(self)} (one per member), got {type(x).__name__}")
-            if x.dim() == 0 or x.shape[0] != len(self):
-                raise ValueError(f"{fn}: inputs[{j}] must have a leading axis of length {len(self)} (one per "
-                                 f"member), got shape {tuple(x.shape)}")
-        return self._vmapped(inputs, 0)
-
-    def _vmapped(self, inputs, input_dim):
         params, buffers = self._state()
         skeleton = self._skeleton
 
@@ -123,8 +100,7 @@ class ModelStack(torch.nn.Module):
             structure[:] = [spec, leaves]
             return tuple(v for v in leaves if isinstance(v, torch.Tensor))
 
-        in_dims = (0, 0) + (input_dim,) * len(inputs)
-        tensors = iter(torch.func.vmap(member, in_dims=in_dims)(params, buffers, *inputs))
+        tensors = iter(torch.func.vmap(member, in_dims=(0, 0) + (None,) * len(inputs))(params, buffers, *inputs))
         spec, leaves = structure
         return torch.utils._pytree.tree_unflatten(
             [next(tensors) if isinstance(v, torch.Tensor) else v for v in leaves], spec)
