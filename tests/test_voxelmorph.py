@@ -343,7 +343,6 @@ def test_flow_init_std_sets_the_head_scale_and_is_checked():
 def test_unet_gives_a_channels_last_model_its_input_in_that_layout():
     # a 2-channel input reads as plain contiguous; a channels_last model converts it, so that the skip
     # concatenations stay channels_last (no copy before every convolution), with the same output
-    from course_lib.networks import UNet
     torch.manual_seed(0)
     plain = UNet(ndim=2, in_channels=2, encoder=(4, 8), decoder=(8, 8, 4)).eval()
     fast = copy.deepcopy(plain).to(memory_format=torch.channels_last)

@@ -133,8 +133,8 @@ class UNet(nn.Module):
         # a 1- or 2-channel input reads as plain contiguous, and every skip concatenation at its
         # resolution would then fall back to the plain layout and be copied back before each convolution
         layout = torch.channels_last if self.ndim == 2 else torch.channels_last_3d
-        weight = self.down[0][0].weight if isinstance(self.down[0], nn.Sequential) else None
-        if weight is not None and not weight.is_contiguous() and weight.is_contiguous(memory_format=layout):
+        weight = self.down[0][0].weight                    # the first convolution (check_widths: >= 1 level)
+        if not weight.is_contiguous() and weight.is_contiguous(memory_format=layout):
             x = x.contiguous(memory_format=layout)
         skips = [x]
         for block in self.down:
