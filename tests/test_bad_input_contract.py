@@ -291,6 +291,7 @@ SPECS = [
           atlas=A("AAL", "option")),
     _spec("template_slices", data.template_slices, axis=A("axial", "option"), index=A(44, "index", optional=True),
           size=A((32, 40), "size"), atlas=A("AAL", "option")),
+    _spec("coarsen", data.coarsen, anatomy=A(ANATOMY, "object"), factor=A(2, "count")),
     _spec("random_velocity", data.random_velocity, shape=A((H, W), "size"), generator=A(0, "seed"),
           magnitude=A(2.0, "nonneg"), spacing=A(4, "count"), n=A(1, "count"), device=A(None, "device", optional=True)),
     _spec("random_affine", data.random_affine, shape=A((H, W), "size"), generator=A(0, "seed"),

@@ -243,3 +243,32 @@ def test_seed_everything_makes_torch_and_numpy_reproducible():
     g = config.seed_everything(123)
     b = (torch.rand(3), np.random.rand(3), torch.rand(3, generator=g))
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+def test_coarsen_averages_intensities_and_takes_the_majority_label():
+    labels = torch.tensor([[[[1, 1, 2, 0], [1, 3, 2, 2]]]])                 # blocks: {1,1,1,3} and {2,0,2,2}
+    image = torch.arange(8, dtype=torch.float32).reshape(1, 1, 2, 4)
+    a = data.Anatomy(image=image, tissues=image.expand(1, 3, 2, 4).clone(),
+                     mask=torch.tensor([[[[1.0, 1, 0, 0], [1, 0, 1, 0]]]]), labels=labels)
+    c = data.coarsen(a, 2)
+    assert c.shape == (1, 2)
+    assert torch.equal(c.labels, torch.tensor([[[[1, 2]]]]))
+    assert torch.allclose(c.image, torch.tensor([[[[(0 + 1 + 4 + 5) / 4, (2 + 3 + 6 + 7) / 4]]]]))
+    assert torch.equal(c.mask, torch.tensor([[[[1.0, 0.0]]]]))              # 3/4 brain -> 1, 1/4 -> 0
+    assert c.tissues.shape == (1, 3, 1, 2)
+
+
+def test_coarsen_of_the_template_keeps_most_labels_and_the_brain(axial):
+    c = data.coarsen(data.template_slices("axial", size=(96, 112)), 2)
+    assert c.shape == (48, 56)
+    assert abs(float(c.mask.mean()) - float(axial.mask.mean())) < 0.02
+    fine, coarse = set(metrics.present_labels(axial.labels)), set(metrics.present_labels(c.labels))
+    assert coarse <= fine and len(coarse) >= 0.8 * len(fine)
+
+
+@pytest.mark.parametrize("bad, error", [(("not an anatomy", 2), TypeError), ((None, 0), ValueError),
+                                        ((None, 5), ValueError)])
+def test_coarsen_rejects_bad_input_by_name(axial, bad, error):
+    anatomy, factor = bad
+    with pytest.raises(error, match="coarsen: (anatomy|factor|every spatial size)"):
+        data.coarsen(axial if anatomy is None else anatomy, factor)

@@ -28,11 +28,12 @@ from .simulation import (CONTRASTS, Subject, augment_intensity, random_affine, r
                          synthesize_contrast, synthesize_subject)
 from .store import (REFERENCE, VERIFY_RTOL, _cached_npz, _entry_key, cache_dir, cache_summaries,  # noqa: F401
                     verify_cache)
-from .templates import ATLASES, Anatomy, load_atlas, load_mni152, prepare, template_slices, template_volume
+from .templates import ATLASES, Anatomy, coarsen, load_atlas, load_mni152, prepare, template_slices, template_volume
 
 __all__ = [
     "Anatomy", "Subject", "load_mni152", "load_atlas", "template_volume", "template_slices",
     "random_velocity", "random_affine", "augment_intensity", "synthesize_subject",
     "synthesize_contrast", "PairDataset", "cache_dir", "prepare", "SPLIT_SEEDS", "ATLASES",
     "label_groups", "STRUCTURE_GROUPS", "pair_batch", "verify_cache", "cache_summaries", "REFERENCE",
+    "coarsen",
 ]
