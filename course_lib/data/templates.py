@@ -170,12 +170,18 @@ def coarsen(anatomy: Anatomy, factor: int = 2) -> Anatomy:
     if factor == 1:
         return replace(anatomy)
     pool = torch.nn.functional.avg_pool2d if anatomy.ndim == 2 else torch.nn.functional.avg_pool3d
-    labels = anatomy.labels
-    values = torch.unique(labels)                                   # sorted: argmax ties pick the smaller value
-    votes = pool((labels == values.view(1, -1, *([1] * anatomy.ndim))).float(), factor)
+    # majority vote, one label value at a time (a one-hot stack of ~100 labels would not fit for a 1 mm volume);
+    # values ascend and only a strictly larger share replaces the winner, so ties keep the smaller value
+    best_share, winner = None, None
+    for v in torch.unique(anatomy.labels):
+        share = pool((anatomy.labels == v).float(), factor)
+        if best_share is None:
+            best_share, winner = share, torch.full_like(share, int(v), dtype=anatomy.labels.dtype)
+        else:
+            better = share > best_share
+            best_share, winner = torch.where(better, share, best_share), torch.where(better, v, winner)
     return Anatomy(image=pool(anatomy.image, factor), tissues=pool(anatomy.tissues, factor),
-                   mask=(pool(anatomy.mask, factor) >= 0.5).to(anatomy.mask.dtype),
-                   labels=values[votes.argmax(dim=1, keepdim=True)])
+                   mask=(pool(anatomy.mask, factor) >= 0.5).to(anatomy.mask.dtype), labels=winner)
 
 
 def template_volume(resolution: int = 2, size=None, atlas: str = "AAL") -> Anatomy:
