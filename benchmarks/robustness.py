@@ -16,7 +16,11 @@ the committed output (what nbval compares).
 
 ``--under-load`` runs seed 0 once more while a second process keeps two torch threads busy with
 matrix products, the situation of a learner's laptop with something else running; it is stored
-under ``"under_load"``.
+under ``"under_load"``. With ``--load-from TEXT`` the load starts only at the first code cell that
+contains TEXT: lesson 08's training under load takes far longer than the cell limit, and its timing
+checkpoint (08.4) is measured in one cell near the end::
+
+    .venv/bin/python benchmarks/robustness.py 08 --under-load --load-from "ITER_BUDGETS = ["
 
 Results: ``benchmarks/robustness_quick_cpu.json`` (shape below) and a readable ``.md`` twin::
 
@@ -53,6 +57,14 @@ nb = nbformat.read(sys.argv[1], as_version=4)
 probe = nbformat.v4.new_code_cell(
     "import json as _j\nfrom course_lib import config as _c\nprint('ROBUSTNESS ' + _j.dumps(_c.CHECKPOINT_VALUES))")
 nb.cells.append(probe)
+if len(sys.argv) > 5:
+    # --load-from: the kernel starts the competing process just before the first cell that contains the
+    # marker, and stops it at the end; the cells before run on a quiet machine
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and sys.argv[5] in c.source)
+    nb.cells.insert(first, nbformat.v4.new_code_cell(
+        "import subprocess as _sp, sys as _sys, time as _t\n"
+        f"_load = _sp.Popen([_sys.executable, '-c', {sys.argv[6]!r}, '3600'])\n_t.sleep(2)"))
+    nb.cells.append(nbformat.v4.new_code_cell("_load.kill()"))
 t = time.perf_counter()
 NotebookClient(nb, timeout=int(sys.argv[4]), kernel_name="python3", allow_errors=True,
                resources={"metadata": {"path": sys.argv[2]}}).execute()
@@ -68,11 +80,12 @@ json.dump({"seconds": wall, "cells": cells}, open(sys.argv[3], "w"))
 """
 
 _LOAD = r"""
-import sys, time, torch
+import os, sys, time, torch
 torch.set_num_threads(2)
 a = torch.randn(768, 768)
 end = time.time() + float(sys.argv[1])
-while time.time() < end:
+parent = os.getppid()
+while time.time() < end and os.getppid() == parent:        # stops when its parent ends
     a = torch.tanh(a @ a / 768.0)
 """
 
@@ -93,7 +106,7 @@ def stored_outputs(path: Path) -> dict:
     return out
 
 
-def run_once(path: Path, seed: int, threads: int) -> dict:
+def run_once(path: Path, seed: int, threads: int, load_from: str | None = None) -> dict:
     env = os.environ.copy()
     env.update(COURSE_SEED=str(seed), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                COURSE_PROFILE="quick", MPLBACKEND="Agg", PYTHONHASHSEED="0")
@@ -104,7 +117,7 @@ def run_once(path: Path, seed: int, threads: int) -> dict:
     for attempt in (1, 2):
         # its own process group, so that a hung run is killed with its kernel
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(path.parent), str(result_file),
-                                 str(CELL_TIMEOUT_S)],
+                                 str(CELL_TIMEOUT_S)] + ([load_from, _LOAD] if load_from else []),
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         try:
@@ -164,7 +177,7 @@ def saved_run(nn: str, cfg: dict, under_load: bool) -> dict | None:
 
 def new_run(nn: str, cfg: dict, path: Path, under_load: bool) -> dict:
     # run_once for one configuration, saved at once with the lesson's other finished runs
-    r = run_once(path, cfg["seed"], cfg["threads"])
+    r = run_once(path, cfg["seed"], cfg["threads"], cfg.get("load_from"))
     store = partial_file(nn, under_load)
     saved = [(c, x) for c, x in (json.loads(store.read_text()) if store.exists() else []) if c != cfg]
     store.write_text(json.dumps(saved + [(cfg, r)]) + "\n")
@@ -227,7 +240,9 @@ def write_md(res: dict, path: Path) -> None:
                   "|---|---:|---:|---|"]
         for nn in sorted(res[section]):
             lesson = res[section][nn]
-            runs = ", ".join(f"s{c['seed']}/t{c['threads']}" for c in lesson["runs"])
+            runs = ", ".join(f"s{c['seed']}/t{c['threads']}" + (f", load from the cell with `{c['load_from']}`"
+                                                                 if c.get("load_from") else "")
+                             for c in lesson["runs"])
             secs = ", ".join(f"{s:.0f}" for s in lesson["seconds"])
             where = f"; {lesson['machine'].split(',')[0]}, {lesson['date'][:10]}" if "machine" in lesson else ""
             lines.append(f"| **{nn}** ({runs}; seconds {secs}{where}) | | | |")
@@ -249,6 +264,9 @@ def main() -> int:
     ap.add_argument("--one-thread-seeds", type=int, nargs="*", default=[0],
                     help="seeds run with OMP_NUM_THREADS=1 (default: 0; none when the option is given without a value)")
     ap.add_argument("--under-load", action="store_true", help="run seed 0 once with a competing process")
+    ap.add_argument("--load-from", metavar="TEXT",
+                    help="with --under-load: start the competing process only at the first code cell that contains "
+                         "TEXT (the cells before run on a quiet machine): for a timing section late in a long lesson")
     ap.add_argument("--resume", action="store_true",
                     help="reuse the runs of an interrupted call (saved after each run) instead of running them again")
     args = ap.parse_args()
@@ -266,8 +284,12 @@ def main() -> int:
         nn = path.name[:2]
         if args.under_load:
             cfg = {"seed": 0, "threads": 2, "load": "second 2-thread torch process"}
+            if args.load_from:
+                cfg["load_from"] = args.load_from
             r = saved_run(nn, cfg, True) if args.resume else None
-            if r is None:
+            if r is None and args.load_from:
+                r = new_run(nn, cfg, path, True)            # the kernel starts and stops the load itself
+            elif r is None:
                 load = subprocess.Popen([sys.executable, "-c", _LOAD, "3600"])
                 try:
                     time.sleep(2)
