@@ -265,11 +265,21 @@ fields that *look like* plausible physical deformations. Here the course's simul
 the finite-element model: its true fields $d$ are the real samples. This is a departure: our
 "physics" is a smooth random diffeomorphism, not tissue mechanics.
 
+**A second departure: the data term.** Hu et al.'s network learns from the labels alone. In lesson
+09 that loss moved the field slowly (compare its weak model with the unsupervised one), and at this
+lesson's budget of 200 steps at 4 mm it barely moves it at all: in our design runs, three label-only
+models stayed close to the unregistered Dice, and one of them never left the identity (change
+`data_term` to try it). A
+regulariser has nothing to regularise then. So every recipe below uses lesson 09's
+**semi-supervised** data term, the label loss plus LNCC, and only the regulariser changes. Without
+a regulariser, this data term folds the field (lesson 08's $\lambda = 0$ did), which gives the
+regulariser a job.
+
 Five recipes, the same network, the same pairs and seeds:
 
-- labels only, **no regulariser** (lesson 09's label loss: multi-scale soft Dice of one-hot maps);
-- labels + **diffusion** ($\lambda = 0.1$) and labels + **bending energy** ($\lambda = 1$);
-- labels + **adversarial** (weight 0.1; $D$ on fields, `in_channels = ndim`);
+- the data term with **no regulariser**;
+- with **diffusion** ($\lambda = 0.1$) and with **bending energy** ($\lambda = 1$);
+- with Hu's **adversarial** term (weight 0.1; $D$ on fields, `in_channels = ndim`);
 - **supervised** by the simulated fields themselves (lesson 08's baseline): the survey's reader asks
   how this differs from the adversarial regulariser, whose real samples are the same fields.
 """)
@@ -351,8 +361,8 @@ general.
   network's correlation, printed in section 3, shows how much of that was learned. Mutual information
   of the same pairs passes the same bound: for PD–T1 a handcrafted measure exists, and a learned
   critic pays only where none does (MR–TRUS in Yan et al.'s paper).
-- Label-driven training here is short (200 steps at 4 mm); lesson 09 trains the same loss at 2 mm
-  for longer.
+- Hu et al.'s label-only data term does not move the field in 200 steps at 4 mm, so section 4 adds
+  LNCC to it (lesson 09's semi-supervised loss). The regulariser comparison is about that loss.
 
 **Full profile.** On a GPU the same code trains the 3D models at 2 mm (80 × 96 × 80), 500 steps per
 model, on fresh pairs at every step.
