@@ -60,7 +60,9 @@ nb.cells.append(probe)
 if len(sys.argv) > 5:
     # --load-from: the kernel starts the competing process just before the first cell that contains the
     # marker, and stops it at the end; the cells before run on a quiet machine
-    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and sys.argv[5] in c.source)
+    first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and sys.argv[5] in c.source), None)
+    if first is None:
+        sys.exit(f"--load-from: no code cell of {sys.argv[1]} contains {sys.argv[5]!r}")
     nb.cells.insert(first, nbformat.v4.new_code_cell(
         "import subprocess as _sp, sys as _sys, time as _t\n"
         f"_load = _sp.Popen([_sys.executable, '-c', {sys.argv[6]!r}, '3600'])\n_t.sleep(2)"))

@@ -11,7 +11,7 @@ for part in ("code_part1.py", "code_part2.py", "code_part3.py", "code_part4.py")
 g = {}
 for k in ("SETUP", "DATA", "HARNESS", "EX1_SOL"):
     exec(ns[k].replace("%matplotlib inline", ""), g)
-exec("NCC = similarity.as_loss(similarity.lncc)\nTABLE_SRC = None", g)
+exec("NCC = similarity.as_loss(similarity.lncc)", g)
 exec(ns["TABLE1"].split("MONO = ")[0], g)           # table()
 for k in ("HU_SETUP", "EX3_SOL", "HU", "CP5", "STATS", "CP6"):
     src = ns[k]
