@@ -1,5 +1,5 @@
 HARNESS = r'''
-SCHEDULE = train.decay_schedule(STEPS, 0.75)        # the learning rate falls to 1/10 over the last quarter
+DECAY = 0.75                                        # the learning rate falls to 1/10 over the last quarter
 LR_D = 1e-3                                         # the discriminator's Adam learning rate
 LAM_ADV = 0.02                                      # diffusion weight next to the adversarial loss alone (see the text)
 BATCHES = {(None, s): training_batches(s) for s in SEEDS}
@@ -20,20 +20,22 @@ def new_disc(seed, in_channels=2, sn=True, size=None):
     return Discriminator(cfg).to(DEVICE)
 
 
-def train_recipe(name, g_step, d_step=None, contrast=None, sn=True, in_channels=2, test=None, **options):
+def train_recipe(name, g_step, d_step=None, contrast=None, sn=True, in_channels=2, test=None, steps=None, **options):
     # train one recipe for every seed: train.fit when d_step is None, else train.fit_adversarial (with options,
-    # e.g. d_threshold); then evaluate on the held-out pairs
+    # e.g. d_threshold); then evaluate on the held-out pairs. steps: STEPS unless given
     MODELS[name], DISCS[name], HIST[name] = [], [], []
+    steps = steps or STEPS
     t0 = time.perf_counter()
     for s in SEEDS:
         net = new_vm(s)
         batches = BATCHES.setdefault((contrast, s), training_batches(s, contrast))
-        common = dict(seed=config.train_seed(s), grad_clip=CLIP, lr_schedule=SCHEDULE, progress=False)
+        common = dict(seed=config.train_seed(s), grad_clip=CLIP, progress=False,
+                      lr_schedule=train.decay_schedule(steps, DECAY))
         if d_step is None:
-            h = train.fit(net, g_step, batches, steps=STEPS, lr=LR, **common)
+            h = train.fit(net, g_step, batches, steps=steps, lr=LR, **common)
         else:
             disc = new_disc(s, in_channels, sn)
-            h = train.fit_adversarial(net, disc, g_step, d_step, batches, STEPS, lr_g=LR, lr_d=LR_D, **common,
+            h = train.fit_adversarial(net, disc, g_step, d_step, batches, steps, lr_g=LR, lr_d=LR_D, **common,
                                       **options)
             DISCS[name].append(disc)
         MODELS[name].append(net)

@@ -134,18 +134,19 @@ t0 = time.perf_counter()
 for s in SEEDS:
     g = torch.Generator().manual_seed(data.SPLIT_SEEDS["train"] + config.train_seed(s))
     batches = [rigid_batch(YAN_BATCH, g) for _ in range(POOL)] if POOL else (lambda: rigid_batch(YAN_BATCH, g))
+    common = dict(seed=config.train_seed(s), grad_clip=CLIP, lr_schedule=train.decay_schedule(STEPS, DECAY),
+                  progress=False)                    # as every recipe of the lesson
     for name in ("parameter MSE", "MSE + adversarial"):
         torch.manual_seed(config.train_seed(s))
         net = AffineRegressor(RegressorConfig(ndim=NDIM, output="rigid")).to(DEVICE)
         if name == "parameter MSE":
             train.fit(net, lambda m, b: param_loss(m(b["moving"], b["fixed"]), b), batches, steps=STEPS, lr=1e-3,
-                      seed=config.train_seed(s), progress=False)
+                      **common)
             disc = None
         else:
             disc = new_disc(s, size=RIGID_SIZE)
             untrained = new_disc(s, size=RIGID_SIZE).eval()          # the same initial weights, never trained
-            train.fit_adversarial(net, disc, yan_g_step, yan_d_step, batches, STEPS, lr_g=1e-3, lr_d=1e-3,
-                                  seed=config.train_seed(s), progress=False)
+            train.fit_adversarial(net, disc, yan_g_step, yan_d_step, batches, STEPS, lr_g=1e-3, lr_d=1e-3, **common)
         net.eval()
         with torch.no_grad():
             theta = net(RIGID_TEST["moving"], RIGID_TEST["fixed"])

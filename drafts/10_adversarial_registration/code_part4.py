@@ -1,12 +1,15 @@
 HU_SETUP = r'''
+_, NAMES = data.load_atlas("AAL")
 PRESENT = metrics.present_labels(TEMPLATE.labels)              # the atlas labels of the (coarse) template
+GROUPS = data.label_groups(NAMES, PRESENT)                     # {"frontal": [labels], ...}: lobes, deep grey, ...
 LUT = torch.zeros(int(TEMPLATE.labels.max()) + 1, dtype=torch.long, device=DEVICE)
-LUT[PRESENT] = torch.arange(1, len(PRESENT) + 1, device=DEVICE)
+for k, labels in enumerate(GROUPS.values(), start=1):
+    LUT[labels] = k                                            # atlas label -> its group's channel
 
 
 def label_maps(labels):
-    # integer labels (N, 1, *S) -> one-hot maps of every template label (N, C, *S)
-    return metrics.one_hot(LUT[labels], range(1, len(PRESENT) + 1))
+    # integer labels (N, 1, *S) -> one-hot maps of the structure groups (N, G, *S): the training labels
+    return metrics.one_hot(LUT[labels], range(1, len(GROUPS) + 1))
 
 
 def label_loss(warped, target, scales=(1, 2, 4, 8)):
@@ -79,7 +82,7 @@ def supervised_step(net, b):
 
 
 train_recipe("data term + adversarial", hu_g_step, hu_d_step, in_channels=NDIM)
-train_recipe("supervised (simulated fields)", supervised_step)
+train_recipe("supervised (simulated fields)", supervised_step, steps=3 * STEPS // 2)   # 1.5x: lesson 08's fair budget
 HU = ["data term, no regulariser", "data term + diffusion", "data term + bending energy", "data term + adversarial",
       "supervised (simulated fields)"]
 table(["unregistered"] + HU + ["true field"], ("Dice", "EPE", "fold %", "SDlogJ", "bending"))
@@ -113,19 +116,33 @@ fig.tight_layout()
 plt.show()
 '''
 
+PRE5 = r'''
+# NBVAL_IGNORE_OUTPUT
+NONE = "data term, no regulariser"
+gained = per_seed(NONE) - RESULTS["unregistered"]["Dice"].mean()
+print(f"the data term alone gains {gained.mean():+.3f} Dice over the unregistered pairs (per seed {np.round(gained, 3)})")
+for n in HU[1:4]:
+    cost = robust_difference(per_seed(NONE), per_seed(n))
+    ratio = per_seed(n, "SDlogJ") / per_seed(NONE, "SDlogJ")
+    print(f"{n:28s} Dice cost {cost.difference:+.3f} (pooled seed sd {cost.pooled_sd:.3f}); "
+          f"SDlogJ / none's per seed {np.round(ratio, 2)}")
+'''
+
 CP5 = r'''
 # NBVAL_CHECK_OUTPUT
-none_sd, adv_sd = per_seed("data term, no regulariser", "SDlogJ"), per_seed("data term + adversarial", "SDlogJ")
-smoother = robust_difference(np.log(none_sd), np.log(adv_sd))        # on a log scale: ratios of SDlogJ
-dice_gap = robust_difference(per_seed("data term, no regulariser"), per_seed("data term + adversarial"))
-DICE_MARGIN = 0.05                                                    # the Dice a regulariser may cost
-config.record_checkpoint("10.5", log_sdlogj_ratio=smoother.difference, log_sdlogj_sd=smoother.pooled_sd,
-                         dice_cost=dice_gap.difference, dice_cost_sd=dice_gap.pooled_sd)
-assert smoother.difference > 2 * smoother.pooled_sd and dice_gap.difference < DICE_MARGIN, (
-    f"the adversarial regulariser: SDlogJ {np.round(adv_sd, 3)} vs none {np.round(none_sd, 3)}; Dice cost "
-    f"{dice_gap.difference:+.3f} (margin {DICE_MARGIN})")
-print(f"checkpoint 10.5 passed: the adversarial regulariser gives smoother fields than none (lower SDlogJ beyond "
-      f"twice the seed spread) at a Dice cost below {DICE_MARGIN}")
+adv = "data term + adversarial"
+smoother = robust_difference(np.log(per_seed(NONE, "SDlogJ")), np.log(per_seed(adv, "SDlogJ")))   # log SDlogJ ratio
+cost = robust_difference(per_seed(NONE), per_seed(adv))              # the Dice the regulariser costs
+MARGIN = 0.5 * gained.mean()                                         # a regulariser may cost up to half the gain
+config.record_checkpoint("10.5", dice_cost=cost.difference, dice_cost_sd=cost.pooled_sd, dice_gained=gained.mean(),
+                         log_sdlogj_ratio=smoother.difference, log_sdlogj_sd=smoother.pooled_sd)
+assert cost.difference > max(MARGIN, 2 * cost.pooled_sd), (
+    f"the adversarial regulariser no longer costs more than half the data term's gain ({MARGIN:.3f} Dice) beyond the "
+    f"seed spread: cost {cost.difference:+.3f} (pooled sd {cost.pooled_sd:.3f}); log SDlogJ ratio "
+    f"{smoother.difference:+.2f} (sd {smoother.pooled_sd:.2f}). Hu et al.'s claim may hold here now: update the text "
+    f"and this check")
+print("checkpoint 10.5 passed: as measured, the adversarial regulariser does not give smooth fields at a small Dice "
+      "cost: it costs more than half of what the data term gained, beyond twice the seed spread")
 '''
 
 STATS = r'''
@@ -138,19 +155,23 @@ for n in HU:
     print(f"{n:30s} distance to the simulator's SDlogJ {field_stat_gap(n, 'SDlogJ').mean():.2f}, "
           f"bending energy {field_stat_gap(n, 'bending').mean():.2f} (|log ratio|, mean over seeds); "
           f"EPE {per_seed(n, 'EPE').mean():.2f} voxels")
+sup, adv = "supervised (simulated fields)", "data term + adversarial"
+epe_sup, epe_adv = per_seed(sup, "EPE"), per_seed(adv, "EPE")
+epe_gap = robust_difference(epe_adv, epe_sup)
+print(f"EPE, adversarial - supervised: {epe_gap.difference:+.3f} voxels (pooled seed sd {epe_gap.pooled_sd:.3f}; "
+      f"beyond twice the sd: {epe_gap.difference > 2 * epe_gap.pooled_sd}); per seed {np.round(epe_adv - epe_sup, 3)}")
 '''
 
 CP6 = r'''
 # NBVAL_CHECK_OUTPUT
-sup, adv = "supervised (simulated fields)", "data term + adversarial"
-epe_gap = robust_difference(per_seed(adv, "EPE"), per_seed(sup, "EPE"))
 config.record_checkpoint("10.6", epe_adv_minus_sup=epe_gap.difference, epe_sd=epe_gap.pooled_sd,
+                         min_seed_gap=float((epe_adv - epe_sup).min()),
                          sdlogj_gap_adv=field_stat_gap(adv, "SDlogJ").mean(), sdlogj_gap_sup=field_stat_gap(sup, "SDlogJ").mean())
-assert epe_gap.difference > 2 * epe_gap.pooled_sd, (
-    f"the supervised model's field error is no longer below the adversarially regularised one's beyond the spread: "
-    f"EPE {per_seed(sup, 'EPE')} vs {per_seed(adv, 'EPE')}")
-print("checkpoint 10.6 passed: supervision by the simulated fields gives a lower end-point error than the "
-      "adversarial regulariser, beyond twice the seed spread")
+assert (epe_sup < epe_adv).all(), (
+    f"the supervised model's end-point error is no longer below the adversarially regularised model's in every seed: "
+    f"supervised {np.round(epe_sup, 3)}, adversarial {np.round(epe_adv, 3)} voxels")
+print("checkpoint 10.6 passed: in every seed, supervision by the simulated fields gives a lower end-point error "
+      "than the adversarial regulariser, paired by seed (same initial weights, same pairs)")
 '''
 
 TIMING = r'''
