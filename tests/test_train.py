@@ -99,6 +99,17 @@ def test_load_checkpoint_bad_path(tmp_path):
         train.load_checkpoint(3)
 
 
+def test_save_checkpoint_refuses_history_that_is_not_plain_data(tmp_path):
+    net = torch.nn.Linear(2, 1)
+    with pytest.raises(TypeError, match=r"history must hold plain data.*history\['model'\]"):
+        train.save_checkpoint(tmp_path / "n.pt", net, history={"loss": [1.0], "model": net})
+    with pytest.raises(TypeError, match=r"history\['loss'\]\[1\] \(a object\)"):
+        train.save_checkpoint(tmp_path / "n.pt", net, history={"loss": [1.0, object()]})
+    with pytest.raises(TypeError, match="non-string keys"):
+        train.save_checkpoint(tmp_path / "n.pt", net, history={1: [1.0]})
+    assert not (tmp_path / "n.pt").exists()
+
+
 def test_checkpoint_round_trip_with_optimizer_and_history(tmp_path):
     net = _Net()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

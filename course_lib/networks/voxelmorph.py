@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from .._checks import check_field, check_model_dtype
-from ..spatial import _integrate, _resize_displacement, _warp
+from ..spatial import _integrate, _resize_displacement, _warp, _warp_labels
 from .unet import VM2_DECODER, VM_ENCODER, UNet, check_widths
 
 __all__ = ["VoxelMorphConfig", "VoxelMorph", "VoxelMorphOutput"]
@@ -181,7 +181,9 @@ class VoxelMorph(nn.Module):
         Args:
             moving, fixed: ``(N, in_channels, *spatial)``, same shape.
             labels: optional moving labels to warp along: float ``(N, L, *spatial)`` (one-hot or
-                probabilities, warped linearly) or integer ``(N, 1, *spatial)`` (nearest).
+                probabilities, warped linearly; differentiable, for a label loss) or integer
+                ``(N, 1, *spatial)`` (resampled as :func:`course_lib.spatial.warp_labels` does, the
+                course's one way; not differentiable, for evaluation).
         """
         fn = "VoxelMorph.forward"
         c = self.config.in_channels
@@ -203,8 +205,8 @@ class VoxelMorph(nn.Module):
         warped = _warp(moving, displacement)
         warped_labels = None
         if labels is not None:
-            mode = "linear" if labels.is_floating_point() else "nearest"
-            warped_labels = _warp(labels, displacement, mode)
+            warped_labels = (_warp(labels, displacement) if labels.is_floating_point()
+                             else _warp_labels(labels, displacement))
         return VoxelMorphOutput(warped, displacement, flow, warped_labels)
 
     @torch.no_grad()

@@ -18,6 +18,21 @@ def _is_config(c) -> bool:
     return dataclasses.is_dataclass(c) and not isinstance(c, type)
 
 
+def _first_not_plain(x, where: str = "history") -> str | None:
+    """Where ``x`` holds something other than plain data (None, bool, numbers, strings, tensors, and
+    lists, tuples or str-keyed dicts of them), as a path like ``history['loss'][3]``; else None.
+    A checkpoint of plain data loads with ``weights_only=True``; anything else could not."""
+    if x is None or isinstance(x, (bool, int, float, str, torch.Tensor)):
+        return None
+    if isinstance(x, (list, tuple)):
+        return next((p for i, v in enumerate(x) if (p := _first_not_plain(v, f"{where}[{i}]"))), None)
+    if isinstance(x, dict):
+        if not all(isinstance(k, str) for k in x):
+            return f"{where} (a dict with non-string keys)"
+        return next((p for k, v in x.items() if (p := _first_not_plain(v, f"{where}[{k!r}]"))), None)
+    return f"{where} (a {type(x).__name__})"
+
+
 def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, step: int = 0,
                     history: dict | None = None) -> Path:
     """Save weights with the model's config dataclass (as a dict), optimizer state and history.
@@ -48,6 +63,10 @@ def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, s
     check_int(fn, "step", step, minimum=0)
     if history is not None and not isinstance(history, dict):
         raise TypeError(f"{fn}: history must be a dict or None, got {type(history).__name__}")
+    bad = _first_not_plain(history)
+    if bad:
+        raise TypeError(f"{fn}: history must hold plain data only (numbers, strings, tensors, lists and dicts of "
+                        f"them), so that the file loads without running code; found {bad}")
     if isinstance(config, dict):
         config_data = {k: dataclasses.asdict(c) if c is not None else None for k, c in config.items()}
         config_class = {k: type(c).__name__ if c is not None else None for k, c in config.items()}
