@@ -10,6 +10,7 @@ each recipe cell before its first ``train_recipe(...)`` call. The numbers are wr
     ... adversarial_design_4mm.py gate 1.0 1.3          # PD -> T1, Fan's gate at these thresholds
     ... adversarial_design_4mm.py anchor                # PD -> T1, adversarial + MI, and MI alone
     ... adversarial_design_4mm.py fan 1e-2,0,none 1e-2,1,none 1e-2,0,0.5   # lr_D, spectral norm, gate
+    ... adversarial_design_4mm.py truthref pd mono     # real sample: the moving image warped by the true field
 
 Seeds are the lesson's (``COURSE_SEED`` offsets them as usual).
 """
@@ -63,7 +64,7 @@ def report(g: dict, name: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in ("hu", "gate", "anchor", "fan"):
+    if not argv or argv[0] not in ("hu", "gate", "anchor", "fan", "truthref"):
         raise SystemExit(__doc__)
     g = lesson_namespace()
     part, args = argv[0], argv[1:]
@@ -83,6 +84,13 @@ def main(argv: list[str]) -> None:
         report(g, "adversarial + MI")
         g["train_recipe"]("MI", g["mi_step"], contrast="pd", test=g["TEST_PD"])
         report(g, "MI")
+    elif part == "truthref":                            # section 2: a real sample the generator can reach
+        for which in args or ["pd"]:                    # the lesson trains "pd"; "mono" is the same on T1 -> T1
+            contrast = "pd" if which == "pd" else None
+            name = f"truth-aligned reference ({which})"
+            g["train_recipe"](name, *g["fan_steps"](aligned=True), contrast=contrast,
+                              test=g["TEST_PD"] if contrast else g["TEST"])
+            report(g, name)
     else:                                               # section 2, one modality: lr_D, spectral norm, gate
         for spec in args:
             lr, sn, thr = spec.split(",")
