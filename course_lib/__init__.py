@@ -21,7 +21,7 @@ Convention (stated once here, enforced by ``tests/test_convention.py``):
 
 Modules: ``config``, ``data``, ``spatial``, ``similarity``, ``regularizers``, ``metrics``,
 ``classical``, ``train``, ``viz`` (and, as later lessons add them, ``features``, ``rotations``,
-``networks``).
+``networks``, and ``evaluation``, the protocol that scores every method alike).
 """
 
 __version__ = "0.1.0"
