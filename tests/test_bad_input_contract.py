@@ -716,6 +716,9 @@ NOT_WALKED = {
     "networks.unet.VM1_DECODER": "constant", "networks.unet.VM2_DECODER": "constant",
     "networks.unet.VM_ENCODER": "constant",
     "networks.voxelmorph.VoxelMorphOutput": "plain record returned by VoxelMorph.forward",
+    "train.cached_model": "takes a name, a recipe dict and two callables, not the walk's tensors: every argument "
+                          "walked by hand in tests/test_model_cache.py",
+    "train.environment": "an optional model only (any nn.Module is valid)",
     "evaluation.Evaluation": "plain record returned by evaluate",
     "evaluation.evaluate": "takes a callable and a list of pair dicts, not the walk's tensors: every argument, "
                            "every key of a pair and every bad register() result in tests/test_evaluation.py",

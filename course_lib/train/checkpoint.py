@@ -22,8 +22,8 @@ def _first_not_plain(x, where: str = "history") -> str | None:
     """Where ``x`` holds something other than plain data (None, bool, numbers, strings, tensors, and
     lists, tuples or str-keyed dicts of them), as a path like ``history['loss'][3]``; else None.
     A checkpoint of plain data loads with ``weights_only=True``; anything else could not."""
-    if x is None or isinstance(x, (bool, int, float, str, torch.Tensor)):
-        return None
+    if x is None or type(x) in (bool, int, float, str) or isinstance(x, torch.Tensor):
+        return None                     # exact types: a str or float subclass (numpy.float64) would not load
     if isinstance(x, (list, tuple)):
         return next((p for i, v in enumerate(x) if (p := _first_not_plain(v, f"{where}[{i}]"))), None)
     if isinstance(x, dict):
@@ -34,8 +34,11 @@ def _first_not_plain(x, where: str = "history") -> str | None:
 
 
 def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, step: int = 0,
-                    history: dict | None = None) -> Path:
+                    history: dict | None = None, recipe: dict | None = None) -> Path:
     """Save weights with the model's config dataclass (as a dict), optimizer state and history.
+
+    ``recipe`` (plain data, like ``history``) records how the weights were made (see
+    :func:`course_lib.train.cached_model`).
 
     Several networks trained together (lesson 10's generator and discriminator) go in one file:
     ``model`` a :class:`torch.nn.ModuleDict`, ``optimizer`` a dict ``{name: Optimizer}`` and
@@ -63,10 +66,13 @@ def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, s
     check_int(fn, "step", step, minimum=0)
     if history is not None and not isinstance(history, dict):
         raise TypeError(f"{fn}: history must be a dict or None, got {type(history).__name__}")
-    bad = _first_not_plain(history)
-    if bad:
-        raise TypeError(f"{fn}: history must hold plain data only (numbers, strings, tensors, lists and dicts of "
-                        f"them), so that the file loads without running code; found {bad}")
+    if recipe is not None and not isinstance(recipe, dict):
+        raise TypeError(f"{fn}: recipe must be a dict or None, got {type(recipe).__name__}")
+    for name, value in (("history", history), ("recipe", recipe)):
+        bad = _first_not_plain(value, name)
+        if bad:
+            raise TypeError(f"{fn}: {name} must hold plain data only (numbers, strings, tensors, lists and dicts of "
+                            f"them), so that the file loads without running code; found {bad}")
     if isinstance(config, dict):
         config_data = {k: dataclasses.asdict(c) if c is not None else None for k, c in config.items()}
         config_class = {k: type(c).__name__ if c is not None else None for k, c in config.items()}
@@ -86,6 +92,7 @@ def save_checkpoint(path, model: torch.nn.Module, config=None, optimizer=None, s
         "optimizer": optimizer_data,
         "step": step,
         "history": history,
+        "recipe": recipe,
     }, path)
     return path
 
