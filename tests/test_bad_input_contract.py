@@ -50,7 +50,7 @@ from course_lib.networks import (AffineRegressor, Discriminator, DiscriminatorCo
 from course_lib.networks import similarity_net  # noqa: E402
 
 MODULES = ["config", "data", "spatial", "similarity", "regularizers", "metrics", "classical", "features",
-           "rotations", "train", "viz", "evaluation", "networks.autoencoder", "networks.discriminator", "networks.regressor",
+           "rotations", "train", "viz", "evaluation", "recipes", "networks.autoencoder", "networks.discriminator", "networks.regressor",
            "networks.similarity_net", "networks.unet", "networks.voxelmorph"]
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -725,6 +725,14 @@ NOT_WALKED = {
     "evaluation.pareto_front": "takes two dicts method -> number: walked by hand in tests/test_evaluation.py",
     "evaluation.label_centroids": "a label map of batch one and optional labels: walked by hand in "
                                   "tests/test_evaluation.py (dtype, batch, empty, absent label)",
+    "recipes.LOSSES": "constant",
+    "recipes.VoxelMorphRecipe": "a frozen record of plain options: every bad option walked by hand in tests/test_recipes.py",
+    "recipes.voxelmorph_loss": "takes a recipe, a model and a batch dict: wrong recipe type, missing batch keys and a "
+                               "missing label_maps walked by hand in tests/test_recipes.py",
+    "recipes.build_voxelmorph": "takes a recipe: a wrong type walked by hand in tests/test_recipes.py",
+    "recipes.train_voxelmorph": "takes a model, a recipe and batches (checked by train.fit): a wrong recipe walked by "
+                                "hand in tests/test_recipes.py",
+    "recipes.multiscale_dice_loss": "two label-map stacks: a shape mismatch walked by hand in tests/test_recipes.py",
 }
 #: methods walked besides the names of __all__ (no public method is left out on purpose)
 UNREACHABLE = {

@@ -118,3 +118,13 @@ def test_show_labels_its_colour_bar():
     plt.close(fig)
     with pytest.raises(TypeError, match="show: colorbar must be a bool or a label string"):
         viz.show(torch.rand(6, 7), colorbar=1)
+
+
+def test_registration_viewer_titles_each_index_with_its_name():
+    img, u = torch.rand(2, 1, 20, 24), torch.zeros(2, 2, 20, 24)
+    widget = viz.registration_viewer(img, img, img, u, names=["affine", "dense"])
+    assert widget.children[0].max == 1
+    with pytest.raises(ValueError, match="registration_viewer: names must hold one title per pair \\(2\\), got 1"):
+        viz.registration_viewer(img, img, img, u, names=["affine"])
+    with pytest.raises(TypeError, match="registration_viewer: names must be a list of 2 strings"):
+        viz.registration_viewer(img, img, img, u, names="affine")

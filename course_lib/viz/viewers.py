@@ -106,7 +106,7 @@ def compare_viewer(moving, fixed, warped, size: float = 3.0, orientation: bool =
 
 
 def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, step: int = 4,
-                        orientation: bool = True):
+                        orientation: bool = True, names=None):
     """Moving / fixed / warped / deformed grid / det J of a batch of registrations (2D or 3D).
 
     Args:
@@ -115,6 +115,8 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
         step: grid line spacing of the deformation panel (voxels): the fixed grid carried to
             ``x + u(x)`` over the moving image (:func:`plot_grid`, ``frame="moving"``).
         orientation: letter the subject's directions on the image panels.
+        names: optional list of ``N`` titles, one per index (e.g. the method that registered a
+            pair, when the batch is one pair registered by ``N`` methods); shown above the panels.
 
     Sliders pick the pair and, for 3D, the axial slice. Returns the widget (last expression of a
     cell displays it).
@@ -145,6 +147,11 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
     step = check_int(fn, "step", step, minimum=1)
     check_number(fn, "size", size, minimum=0, positive=True)
     check_flags(fn, orientation=orientation)
+    if names is not None:
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(t, str) for t in names):
+            raise TypeError(f"{fn}: names must be a list of {n} strings or None, got {type(names).__name__}")
+        if len(names) != n:
+            raise ValueError(f"{fn}: names must hold one title per pair ({n}), got {len(names)}")
     is3d = len(spatial) == 3
     cpu = {k: v.detach().float().cpu() for k, v in tensors.items()}
 
@@ -157,6 +164,8 @@ def registration_viewer(moving, fixed, warped, displacement, size: float = 2.6, 
         show(cpu["warped"][i], axes[2], "warped", orientation=orientation, **kw)
         plot_grid(cpu["displacement"][i], axes[3], step=step, title="grid", image=cpu["moving"][i], **kw)
         plot_jacobian(cpu["displacement"][i], axes[4], **kw)
+        if names is not None:
+            fig.suptitle(names[pair])
         plt.show()
 
     controls = dict(pair=widgets.IntSlider(min=0, max=n - 1, value=0, description="pair",
