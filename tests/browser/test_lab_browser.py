@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -64,7 +65,12 @@ def lab(tmp_path_factory):
     """JupyterLab started by the README's command, on the lessons."""
     OUT.mkdir(parents=True, exist_ok=True)
     copy = ROOT / "notebooks" / COPY
-    shutil.copy(ROOT / "notebooks" / LESSON_RUN, copy)
+    nb = json.loads((ROOT / "notebooks" / LESSON_RUN).read_text(encoding="utf-8"))
+    for cell in nb["cells"]:                             # a fresh copy: nothing run, so every image is new
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    nb["metadata"].pop("widgets", None)
+    copy.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     settings = tmp_path_factory.mktemp("lab-settings")
     for plugin, values in (("docmanager-extension/plugin", {"autosave": True, "autosaveInterval": 3}),
                            ("notebook-extension/tracker", {"windowingMode": "none"}),    # render every cell
@@ -141,11 +147,21 @@ class Page:
             time.sleep(0.5)
         raise AssertionError(f"the notebook did not finish running within {timeout} s")
 
-    def run_all(self):
+    def run_all(self, timeout=300):
+        # every code cell must end with an execution count (the copy starts with none), none running
+        self.page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
         self.page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
         self.page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-        time.sleep(2)
-        self.wait_idle()
+        cells = self.page.locator(".jp-CodeCell .jp-InputPrompt")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            prompts = [cells.nth(i).inner_text() for i in range(cells.count())]
+            # "[ ]:" not run yet, "[*]:" running; a collapsed (hidden) solution cell shows no prompt
+            if prompts and all(re.fullmatch(r"(\[\d+\]:)?", t.strip()) for t in prompts) and any(prompts):
+                self.wait_idle()
+                return
+            time.sleep(1)
+        raise AssertionError(f"Run All did not execute every cell within {timeout} s: prompts {prompts}")
 
     def assert_no_widget_errors(self, what):
         text = self.page.locator(".jp-Notebook").inner_text()
@@ -160,17 +176,27 @@ def _image_of(viewer) -> str:
     return imgs.first.get_attribute("src") if imgs.count() else ""
 
 
-def _wait_change(viewer, before: str, what: str, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        now = _image_of(viewer)
-        if now and now != before:
-            return now
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: the viewer's image did not change within {timeout} s")
+def _act(tab, viewer, action, before: str, what: str, patience=20, tries=2) -> str:
+    """Do ``action`` (move one control) and wait for the viewer to draw a different image.
+
+    A control that was moved but whose image does not change is the failure this test exists for;
+    a click lost by a busy page is not, so the action is repeated once before failing (a broken
+    viewer fails the second time as well)."""
+    for attempt in range(tries):
+        action()
+        deadline = time.time() + patience
+        while time.time() < deadline:
+            now = _image_of(viewer)
+            if now and now != before:
+                tab.wait_idle(60)
+                return _image_of(viewer)
+            time.sleep(0.3)
+        tab.wait_idle(60)
+    tab.shot(f"failed_{what.replace(' ', '_').replace(',', '')}")
+    raise AssertionError(f"{what}: the viewer's image did not change within {patience} s, {tries} tries")
 
 
-def exercise_viewer(viewer, k: int) -> int:
+def exercise_viewer(tab, viewer, k: int) -> int:
     """Move every control of one ipywidgets viewer; each must change the drawn image. Returns the count."""
     viewer.scroll_into_view_if_needed()
     image = _image_of(viewer)
@@ -179,25 +205,28 @@ def exercise_viewer(viewer, k: int) -> int:
     for j in range(viewer.locator("select").count()):                           # drop-downs
         select = viewer.locator("select").nth(j)
         options = select.locator("option")
-        current = select.input_value()
-        target = next(options.nth(i).get_attribute("value") for i in range(options.count())
-                      if options.nth(i).get_attribute("value") != current)
-        select.select_option(target)
-        image = _wait_change(viewer, image, f"viewer {k}, drop-down {j}")
+
+        def choose(select=select, options=options):
+            current = select.input_value()
+            select.select_option(next(options.nth(i).get_attribute("value") for i in range(options.count())
+                                      if options.nth(i).get_attribute("value") != current))
+        image = _act(tab, viewer, choose, image, f"viewer {k}, drop-down {j}")
         moved += 1
     for j in range(viewer.locator(".widget-slider .widget-readout").count()):    # sliders: type a value
         readout = viewer.locator(".widget-slider .widget-readout").nth(j)
-        value = float(readout.inner_text())
-        readout.click()
-        readout.press("Control+a")
-        readout.type(f"{0.2 if value > 0.5 else 0.8}" if value <= 1 else str(max(0, int(value) - 1)))
-        readout.press("Enter")
-        image = _wait_change(viewer, image, f"viewer {k}, slider {j}")
+
+        def slide(readout=readout):
+            value = float(readout.inner_text())
+            readout.click()
+            readout.press("Control+a")
+            readout.type(f"{0.2 if value > 0.5 else 0.8}" if value <= 1 else str(max(0, int(value) - 1)))
+            readout.press("Enter")
+        image = _act(tab, viewer, slide, image, f"viewer {k}, slider {j}")
         moved += 1
     for j in range(viewer.locator(".widget-toggle-buttons").count()):            # toggle buttons
         group = viewer.locator(".widget-toggle-buttons").nth(j)
-        group.locator("button:not(.mod-active)").first.click()
-        image = _wait_change(viewer, image, f"viewer {k}, toggle {j}")
+        image = _act(tab, viewer, lambda group=group: group.locator("button:not(.mod-active)").first.click(),
+                     image, f"viewer {k}, toggle {j}")
         moved += 1
     return moved
 
@@ -214,7 +243,7 @@ def test_lesson_00_runs_and_every_viewer_control_changes_its_image(lab, browser)
     viewers = tab.page.locator(".jp-OutputArea-output .widget-interact")
     n = viewers.count()
     assert n >= 2, f"lesson 00 should show at least 2 viewers, found {n}"
-    moved = sum(exercise_viewer(viewers.nth(k), k) for k in range(n))
+    moved = sum(exercise_viewer(tab, viewers.nth(k), k) for k in range(n))
     tab.shot("00_after_controls")
     assert moved >= n, f"only {moved} controls in {n} viewers"
     assert _sha(ROOT / "notebooks" / LESSON_RUN) == committed, "opening lesson 00 modified the committed file"
