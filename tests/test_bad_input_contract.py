@@ -733,6 +733,11 @@ NOT_WALKED = {
     "recipes.train_voxelmorph": "takes a model, a recipe and batches (checked by train.fit): a wrong recipe walked by "
                                 "hand in tests/test_recipes.py",
     "recipes.multiscale_dice_loss": "two label-map stacks: a shape mismatch walked by hand in tests/test_recipes.py",
+    "recipes.fan_reference": "two images and a step: a shape mismatch and a bad step walked by hand in tests/test_recipes.py",
+    "recipes.build_discriminator": "takes a recipe and a size: a recipe without a discriminator and a bad size walked by "
+                                   "hand in tests/test_recipes.py",
+    "recipes.discriminator_step": "takes a recipe, two models and a batch dict (the checks of voxelmorph_loss): a "
+                                  "missing discriminator walked by hand in tests/test_recipes.py",
 }
 #: methods walked besides the names of __all__ (no public method is left out on purpose)
 UNREACHABLE = {

@@ -31,12 +31,54 @@ class _Fixed(torch.nn.Module):
 
 def test_every_loss_runs_and_logs_its_terms():
     b = _batch()
-    for loss in recipes.LOSSES:
-        r = VoxelMorphRecipe(loss=loss, steps=1)
+    shape = b["fixed"].shape[2:]
+    for r in [VoxelMorphRecipe(loss=loss, steps=1) for loss in recipes.LOSSES] + [
+            VoxelMorphRecipe(loss="semi", lam=0.0, adversarial_weight=0.1, steps=1)]:
         net = recipes.build_voxelmorph(r, ndim=2)
-        value, logs = recipes.voxelmorph_loss(r, net, b, label_maps=_maps)
-        assert value.dim() == 0 and torch.isfinite(value), loss
-        assert abs(sum(logs.values()) - float(value)) < 1e-4, (loss, logs)
+        disc = recipes.build_discriminator(r, shape) if r.discriminator else None
+        value, logs = recipes.voxelmorph_loss(r, net, b, label_maps=_maps, discriminator=disc)
+        assert value.dim() == 0 and torch.isfinite(value), r
+        assert abs(sum(logs.values()) - float(value)) < 1e-4, (r, logs)
+        if disc is not None:
+            assert "adversarial" in logs
+            d_loss, stats = recipes.discriminator_step(r, net, disc, b, 0)
+            assert d_loss.dim() == 0 and 0 <= stats["d_acc"] <= 1
+
+
+def test_adversarial_recipes_judge_the_right_samples():
+    b = _batch()
+    fan = VoxelMorphRecipe(loss="adversarial", steps=10)
+    hu = VoxelMorphRecipe(loss="semi", lam=0.0, adversarial_weight=0.1)
+    assert (fan.discriminator, hu.discriminator, VoxelMorphRecipe().discriminator) == ("image", "field", None)
+    assert hu.needs_truth and not fan.needs_truth
+    assert recipes.build_discriminator(fan, (24, 32)).config.in_channels == 2
+    assert recipes.build_discriminator(hu, (24, 32)).config.in_channels == 2       # ndim channels of a 2D field
+    assert recipes.build_discriminator(hu, (8, 8, 8)).config.in_channels == 3
+    m, f = b["moving"], b["fixed"]
+    assert torch.allclose(recipes.fan_reference(m, f, 4, 10), 0.2 * m + 0.8 * f)
+    assert torch.allclose(recipes.fan_reference(m, f, 5, 10), 0.1 * m + 0.9 * f)
+    with pytest.raises(ValueError, match="moving and fixed must have the same shape"):
+        recipes.fan_reference(m, f[..., :8], 0, 10)
+    with pytest.raises(ValueError, match="step"):
+        recipes.fan_reference(m, f, -1, 10)
+    with pytest.raises(ValueError, match="shape must be the 2 or 3 spatial sizes"):
+        recipes.build_discriminator(fan, (24,))
+    with pytest.raises(TypeError, match="discriminator_step: recipe 'adversarial' trains against"):
+        recipes.discriminator_step(fan, recipes.build_voxelmorph(fan, 2), None, b, 0)
+    # Hu's regulariser reads the true field: a batch without it is refused, naming the key
+    net = recipes.build_voxelmorph(hu, ndim=2)
+    disc = recipes.build_discriminator(hu, m.shape[2:])
+    no_truth = {k: v for k, v in b.items() if k != "displacement"}
+    with pytest.raises(KeyError, match="adversarial_weight=0.1 needs batch keys"):
+        recipes.voxelmorph_loss(hu, net, no_truth, label_maps=_maps, discriminator=disc)
+    with pytest.raises(TypeError, match="pass discriminator=build_discriminator"):
+        recipes.voxelmorph_loss(fan, net, b)
+    with pytest.raises(ValueError, match="trains no discriminator"):
+        recipes.build_discriminator(VoxelMorphRecipe(), (24, 32))
+    with pytest.raises(ValueError, match="adversarial_weight must be 0 with loss='adversarial'"):
+        VoxelMorphRecipe(loss="adversarial", adversarial_weight=0.1)
+    with pytest.raises(ValueError, match="needs discriminator="):
+        recipes.train_voxelmorph(net, hu, lambda: b, label_maps=_maps)
 
 
 def test_supervised_loss_is_zero_at_the_true_field_and_dual_reduces_to_lncc_at_weight_zero():
@@ -74,6 +116,17 @@ def test_one_recipe_trained_twice_gives_identical_weights():
         nets.append(net)
     for p, q in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(p, q)
+    # an adversarial recipe too: the discriminator is seeded by the recipe, so the network is the same again
+    adv = VoxelMorphRecipe(loss="adversarial", steps=3, seed=7)
+    advs = []
+    for _ in range(2):
+        net = recipes.build_voxelmorph(adv, ndim=2)
+        h = recipes.train_voxelmorph(net, adv, b)
+        assert len(h["d_loss"]) == 3 and len(h["adversarial"]) == 3
+        advs.append(net)
+    for p, q in zip(advs[0].state_dict().values(), advs[1].state_dict().values()):
+        assert torch.equal(p, q)
+    assert any(not torch.equal(p, q) for p, q in zip(advs[0].state_dict().values(), nets[0].state_dict().values()))
     other = recipes.build_voxelmorph(VoxelMorphRecipe(loss="lncc", steps=4, seed=8), ndim=2)
     assert not torch.equal(next(iter(other.state_dict().values())), next(iter(nets[0].state_dict().values())))
 
@@ -106,6 +159,9 @@ def test_cached_model_reuses_a_recipe_and_retrains_a_changed_one(tmp_path):
     (dict(decay=1.5), "decay"),
     (dict(seed=-1), "seed"),
     (dict(diffeomorphic=1), "diffeomorphic must be a bool"),
+    (dict(adversarial_weight=-0.1), "adversarial_weight"),
+    (dict(lr_d=-1.0), "lr_d"),
+    (dict(loss="supervised", adversarial_weight=0.1), "adversarial_weight must be 0"),
 ])
 def test_bad_recipes_are_refused_with_the_argument_named(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
