@@ -189,7 +189,7 @@ def _check_common(fn: str, recipe, batch: dict, label_maps, discriminator, label
 
 
 def voxelmorph_loss(recipe: VoxelMorphRecipe, model: VoxelMorph, batch: dict, label_maps=None,
-                    discriminator=None, step: int = 0):
+                    discriminator=None):
     """The recipe's training loss on one batch: ``(scalar loss, {term: float})``.
 
     Args:
@@ -201,7 +201,6 @@ def voxelmorph_loss(recipe: VoxelMorphRecipe, model: VoxelMorph, batch: dict, la
             of the structures in the loss (lesson 09's ``label_maps``).
         discriminator: for adversarial recipes (:attr:`VoxelMorphRecipe.discriminator`), the
             discriminator the network is trained to fool (see :func:`build_discriminator`).
-        step: the training step (unused here; the same signature as :func:`discriminator_step`).
     """
     _check_common("voxelmorph_loss", recipe, batch, label_maps, discriminator)
     moving, fixed = batch["moving"], batch["fixed"]
@@ -313,7 +312,7 @@ def train_voxelmorph(model: VoxelMorph, recipe: VoxelMorphRecipe, batches, label
         discriminator = build_discriminator(recipe, first.shape[2:], first.device)
 
     def g_step(net, disc, batch, i):
-        return voxelmorph_loss(recipe, net, batch, label_maps, disc, i)
+        return voxelmorph_loss(recipe, net, batch, label_maps, disc)
 
     def d_step(net, disc, batch, i):
         return discriminator_step(recipe, net, disc, batch, i)
