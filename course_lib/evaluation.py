@@ -12,7 +12,7 @@ every result the same way, the way the Learn2Reg challenge scores its entries:
 * **folding** (% of the fixed brain where det J ≤ 0) and **SDlogJ**;
 * **seconds per pair**, with the GPU synchronised before the clock is read.
 
-Lesson 11 compares every method of the course with it; lessons 08–10 use the same metrics.
+Lesson 11 compares every method of the course with it; lessons 08–10 score their models with it too.
 """
 
 from __future__ import annotations
