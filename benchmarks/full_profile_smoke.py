@@ -4,11 +4,11 @@ The full profile (3D volumes, long training) is meant for a GPU, and CI only run
 profile. Its branches (3D templates, 3D figures, 3D metrics) would otherwise go untested on a
 machine without a GPU. This script executes each notebook with ``COURSE_PROFILE=full`` after
 shrinking the full profile in the kernel (3D crop at 2 mm, a few training steps, two test
-pairs), so that every line of the full-profile path runs in a minute or two. Models that a lesson
-saves with ``train.cached_model`` go to a temporary folder: every run trains them afresh, and the
-course's model cache is left alone. It checks that the
+pairs), so that every line of the full-profile path runs in a minute or two. It checks that the
 only cells that raise are the exercise stubs (``# NBVAL_RAISES_EXCEPTION``) and checkpoints
-whose assertion fails (expected at this size; they are listed, not counted).
+whose assertion fails (expected at this size; they are listed, not counted). Models that a lesson
+saves with ``train.cached_model`` go to a temporary folder: every run trains them afresh, and the
+course's model cache is left alone.
 
 It measures nothing and asserts no result of a lesson: the numbers at this size mean nothing.
 The lessons' claims are checked by the quick profile under nbval (CI) and, on a GPU, by running
@@ -17,6 +17,8 @@ the lessons in the full profile.
 Usage::
 
     .venv/bin/python benchmarks/full_profile_smoke.py notebooks/08_voxelmorph.ipynb ...
+    .venv/bin/python benchmarks/full_profile_smoke.py notebooks/*.ipynb --out benchmarks/full_profile_smoke_cpu
+    .venv/bin/python benchmarks/full_profile_smoke.py notebooks/11_*.ipynb --merge --out benchmarks/full_profile_smoke_cpu
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import nbformat
 from dateutil.parser import isoparse
 from nbconvert.preprocessors import ExecutePreprocessor
 
-ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 180                     # per lesson on a 2-core CPU (issue 15)
 
 # A tiny stand-in for the full profile: the same code path, a fraction of the work.
@@ -135,6 +136,15 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="also fail a lesson that takes longer than this")
     args = parser.parse_args()
+    if args.steps < 10:
+        parser.error(f"--steps must be at least 10 (lessons divide it by up to 10), got {args.steps}")
+    if args.timeout < 1:
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.merge and args.out is None:
+        parser.error("--merge needs --out (the report to merge into)")
+    missing = [str(p) for p in args.notebooks if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
     failed, rows, kept = 0, [], []
     if args.merge and args.out and args.out.with_suffix(".json").exists():
         names = {p.name for p in args.notebooks}

@@ -76,3 +76,15 @@ def test_the_fastest_lesson_runs_its_full_profile_path(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["full_profile_smoke.py", str(ROOT / "notebooks" / "01_transforms_and_resampling.ipynb"),
                                       "--max-seconds", str(fps.BUDGET_S), "--out", str(tmp_path / "r")])
     assert fps.main() == 0, (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["x.ipynb"], "no such notebook: x.ipynb"),
+    ([__file__, "--steps", "3"], "--steps must be at least 10"),
+    ([__file__, "--merge"], "--merge needs --out"),
+])
+def test_bad_arguments_are_named(argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["full_profile_smoke.py", *argv])
+    with pytest.raises(SystemExit):
+        fps.main()
+    assert message in capsys.readouterr().err
