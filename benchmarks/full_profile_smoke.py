@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,9 @@ from pathlib import Path
 import nbformat
 from dateutil.parser import isoparse
 from nbconvert.preprocessors import ExecutePreprocessor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import cpu_model  # noqa: E402  (benchmarks/run.py: the processor's name, as every benchmark records it)
 
 BUDGET_S = 180                     # per lesson on a 2-core CPU (issue 15)
 
@@ -94,16 +96,9 @@ def smoke(path: Path, steps: int, timeout: int) -> tuple[list[str], list[str], l
     return problems, notes, sorted(seconds, key=lambda x: -x[1])[:3]
 
 
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 def write_report(rows: list[dict], stem: Path, steps: int) -> None:
     """Write ``stem.json`` and a table ``stem.md`` (one row per lesson)."""
-    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": _cpu(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
+    meta = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "steps": steps, "budget_s": BUDGET_S}
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "lessons": rows}, indent=1) + "\n")
     lines = [f"# Full-profile code path at toy size on the CPU ({meta['date']})", "",
