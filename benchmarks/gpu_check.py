@@ -407,11 +407,12 @@ def memory_cases(shape_of, counts) -> list:
     (the sizes of the notebooks' full-profile branches on 2026-12-07; ``shape_of`` shrinks them for the
     smoke test)."""
     vol = shape_of(FULL.size_3d)                                   # 160×192×160 (1 mm)
-    half = shape_of(tuple(s // 2 for s in FULL.size_3d))          # 80×96×80 (lessons 06, 10's regressor)
+    half = shape_of(tuple(s // 2 for s in FULL.size_3d))          # 80×96×80 (lesson 06; lessons 10-11 at 2 mm)
     pose = shape_of((40, 48, 40))                                  # lesson 07: FINE (80, 96, 80) // 2
     n_labels, n_groups = counts
     b = FULL.batch_size
     dims = "×".join(map(str, vol))
+    half_dims = "×".join(map(str, half))
 
     def l04(dev):
         net = StackedAutoencoder(SAEConfig(input_size=7 ** 3, hidden=(512, 128), code_size=32, activation="tanh")).to(dev)
@@ -448,35 +449,35 @@ def memory_cases(shape_of, counts) -> list:
             return f"{b} pair of {dims}"
         return run
 
-    def semi(channels, adversarial_field):
+    def semi(channels, adversarial_field, shape):
         def run(dev):
             net = _vm1().to(dev)
-            m, f = _images(b, vol, dev), _images(b, vol, dev)
-            moving_maps, fixed_maps = _label_maps(b, vol, channels, dev), _label_maps(b, vol, channels, dev)
+            m, f = _images(b, shape, dev), _images(b, shape, dev)
+            moving_maps, fixed_maps = _label_maps(b, shape, channels, dev), _label_maps(b, shape, channels, dev)
             out = net(m, f, labels=moving_maps)
             loss = (1 - similarity.lncc(out.warped, f) + recipes.multiscale_dice_loss(out.warped_labels, fixed_maps)
                     + 0.1 * regularizers.diffusion(out.flow))
             nets = [net]
             if adversarial_field:                     # Hu et al.'s regulariser: D on displacement fields
-                disc = Discriminator(DiscriminatorConfig(ndim=3, in_channels=3, input_size=vol, spectral_norm=True)).to(dev)
+                disc = Discriminator(DiscriminatorConfig(ndim=3, in_channels=3, input_size=shape, spectral_norm=True)).to(dev)
                 loss = loss + 0.1 * train.generator_loss(disc(out.displacement))
                 nets.append(disc)
             _adam_step(loss, *nets)
             if adversarial_field:
-                real, fake = disc(torch.randn(b, 3, *vol, device=dev)), disc(out.displacement.detach())
+                real, fake = disc(torch.randn(b, 3, *shape, device=dev)), disc(out.displacement.detach())
                 _adam_step(train.discriminator_loss(real, fake), disc)
-            return f"{b} pair of {dims}, {channels} one-hot label channels"
+            return f"{b} pair of {'×'.join(map(str, shape))}, {channels} one-hot label channels"
         return run
 
-    def l10(dev):
+    def l10(dev):                                   # lessons 10 and 11 train at 2 mm in the full profile
         net = _vm1().to(dev)
-        disc = Discriminator(DiscriminatorConfig(ndim=3, in_channels=2, input_size=vol, spectral_norm=True)).to(dev)
-        m, f = _images(b, vol, dev), _images(b, vol, dev)
+        disc = Discriminator(DiscriminatorConfig(ndim=3, in_channels=2, input_size=half, spectral_norm=True)).to(dev)
+        m, f = _images(b, half, dev), _images(b, half, dev)
         out = net(m, f)
         _adam_step(train.generator_loss(disc(out.warped, f)) + 0.02 * regularizers.diffusion(out.flow), net, disc)
         real, fake = disc(0.2 * m + 0.8 * f, f), disc(out.warped.detach(), f)
         _adam_step(train.discriminator_loss(real, fake), disc)
-        return f"{b} pair of {dims}, discriminator on (image, fixed)"
+        return f"{b} pair of {half_dims}, discriminator on (image, fixed)"
 
     return [
         ("04", "stacked autoencoder 343→512→128→32, fine-tuning", l04),
@@ -485,10 +486,11 @@ def memory_cases(shape_of, counts) -> list:
         ("07", "rigid regressors, ModelStack of 4 recipes", l07),
         ("08", "VoxelMorph VM-1, LNCC + diffusion", l08(False)),
         ("08", "VoxelMorph VM-1 diffeomorphic, MSE", l08(True)),
-        ("09", "VoxelMorph semi-supervised (LNCC + group Dice)", semi(n_groups, False)),
+        ("09", "VoxelMorph semi-supervised (LNCC + group Dice)", semi(n_groups, False, vol)),
         ("10", "VoxelMorph + image discriminator (Fan et al.), G and D steps", l10),
-        ("11", "VoxelMorph semi-supervised (LNCC + label Dice)", semi(n_labels, False)),
-        ("11", "semi + adversarial field regulariser (Hu et al.)", semi(n_labels, True)),
+        # lesson 11 at 2 mm: the 1 mm label count is an upper bound of the channels (small labels vanish)
+        ("11", "VoxelMorph semi-supervised (LNCC + label Dice)", semi(n_labels, False, half)),
+        ("11", "semi + adversarial field regulariser (Hu et al.)", semi(n_labels, True, half)),
     ]
 
 
