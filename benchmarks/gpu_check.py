@@ -143,6 +143,11 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def _size(shape) -> str:
+    """``(160, 192, 160)`` -> ``"160×192×160"``."""
+    return "×".join(map(str, shape))
+
+
 def _fmt(v, digits=3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
@@ -270,7 +275,7 @@ class Report:
     def _render_speed(self) -> list:
         if not self.speed and not self.speed_notes:
             return []
-        size = "×".join(map(str, self.meta["speed_size"]))
+        size = _size(self.meta["speed_size"])
         out = ["", f"## 2. VoxelMorph speed at {size}, batch 1 (`benchmarks/voxelmorph_speed.py`)", "",
                f"Targets (SYLLABUS S6, 160×192×160 on one GPU): ≥ {TARGET_IT_S:g} training it/s and ≤ {TARGET_MS:g} "
                "ms per registered pair. Training: forward + LNCC₉ + 0.01·diffusion + backward + Adam; inference: "
@@ -304,7 +309,7 @@ class Report:
         L = self.lesson08
         if not L.get("shape"):
             return []
-        shape = "×".join(map(str, L["shape"]))
+        shape = _size(L["shape"])
         out = ["", f"## 3. Lesson 08, full profile: held-out Dice against training steps ({shape})", "",
                f"Recipe: {L['recipe']}. Training pairs are simulated on the device at every step "
                f"(`data.pair_batch`, no labels); {L['n_eval']} held-out test pairs scored with "
@@ -358,10 +363,10 @@ def load_template(resolution: int, shape) -> tuple[data.Anatomy, str, bool]:
         t = data.template_volume(resolution=resolution, size=shape)
         where = data.cache_dir().resolve()
         where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
-        return t, f"MNI152 template + AAL atlas at {resolution} mm, {'×'.join(map(str, shape))} (cache {where})", True
+        return t, f"MNI152 template + AAL atlas at {resolution} mm, {_size(shape)} (cache {where})", True
     except Exception as exc:                              # no cache and no nilearn: say so, run on
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-        return phantom(shape), (f"**SYNTHETIC phantom** ({'×'.join(map(str, shape))}, 32 labels): the course data "
+        return phantom(shape), (f"**SYNTHETIC phantom** ({_size(shape)}, 32 labels): the course data "
                                 f"could not be loaded ({why}); lesson-08 Dice values are not the lesson's"), False
 
 
@@ -404,15 +409,13 @@ def _label_maps(n, shape, channels, dev):
 
 def memory_cases(shape_of, counts) -> list:
     """``(lesson, what, run(dev) -> batch description)`` for the largest full-profile step of each lesson
-    (the sizes of the notebooks' full-profile branches on 2026-12-07; ``shape_of`` shrinks them for the
+    (the sizes of the notebooks' full-profile branches on 2026-12-08; ``shape_of`` shrinks them for the
     smoke test)."""
     vol = shape_of(FULL.size_3d)                                   # 160×192×160 (1 mm)
     half = shape_of(tuple(s // 2 for s in FULL.size_3d))          # 80×96×80 (lesson 06; lessons 10-11 at 2 mm)
     pose = shape_of((40, 48, 40))                                  # lesson 07: FINE (80, 96, 80) // 2
     n_labels, n_groups = counts
     b = FULL.batch_size
-    dims = "×".join(map(str, vol))
-    half_dims = "×".join(map(str, half))
 
     def l04(dev):
         net = StackedAutoencoder(SAEConfig(input_size=7 ** 3, hidden=(512, 128), code_size=32, activation="tanh")).to(dev)
@@ -430,14 +433,14 @@ def memory_cases(shape_of, counts) -> list:
         net = AffineRegressor(RegressorConfig(ndim=3, widths=(8, 16, 32), growth=4, head=(64, 32), output="affine")).to(dev)
         out = net(_images(4, half, dev), _images(4, half, dev))
         _adam_step(((out - torch.zeros_like(out)) ** 2).mean(), net)
-        return f"4 pairs of {'×'.join(map(str, half))}"
+        return f"4 pairs of {_size(half)}"
 
     def l07(dev):
         stack = train.ModelStack([AffineRegressor(RegressorConfig(ndim=3, output="rigid", widths=(8, 16, 32, 64),
                                                                   growth=8)).to(dev)] * 4)
         out = stack(_images(8, pose, dev), _images(1, pose, dev).expand(8, -1, -1, -1, -1))   # (4, 8, 6)
         _adam_step((out ** 2).sum(0).mean(), stack)
-        return f"8 poses of {'×'.join(map(str, pose))}, 4 stacked networks"
+        return f"8 poses of {_size(pose)}, 4 stacked networks"
 
     def l08(diffeomorphic):
         def run(dev):
@@ -446,7 +449,7 @@ def memory_cases(shape_of, counts) -> list:
             out = net(m, f)
             sim = similarity.ssd(out.warped, f) if diffeomorphic else 1 - similarity.lncc(out.warped, f)
             _adam_step(sim + 0.1 * regularizers.diffusion(out.flow), net)
-            return f"{b} pair of {dims}"
+            return f"{b} pair of {_size(vol)}"
         return run
 
     def semi(channels, adversarial_field, shape):
@@ -466,7 +469,7 @@ def memory_cases(shape_of, counts) -> list:
             if adversarial_field:
                 real, fake = disc(torch.randn(b, 3, *shape, device=dev)), disc(out.displacement.detach())
                 _adam_step(train.discriminator_loss(real, fake), disc)
-            return f"{b} pair of {'×'.join(map(str, shape))}, {channels} one-hot label channels"
+            return f"{b} pair of {_size(shape)}, {channels} one-hot label channels"
         return run
 
     def l10(dev):                                   # lessons 10 and 11 train at 2 mm in the full profile
@@ -477,7 +480,7 @@ def memory_cases(shape_of, counts) -> list:
         _adam_step(train.generator_loss(disc(out.warped, f)) + 0.02 * regularizers.diffusion(out.flow), net, disc)
         real, fake = disc(0.2 * m + 0.8 * f, f), disc(out.warped.detach(), f)
         _adam_step(train.discriminator_loss(real, fake), disc)
-        return f"{b} pair of {half_dims}, discriminator on (image, fixed)"
+        return f"{b} pair of {_size(half)}, discriminator on (image, fixed)"
 
     return [
         ("04", "stacked autoencoder 343→512→128→32, fine-tuning", l04),
